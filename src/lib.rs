@@ -1,0 +1,5 @@
+//! callstream: a real-time media gateway for a multi-tenant contact center.
+#![forbid(unsafe_code)]
+
+pub mod media;
+pub mod providers;

@@ -1,0 +1,35 @@
+//! Sans-IO media core: encoded frames and time in, placed/resampled audio events out.
+//!
+//! Nothing in here reads a clock or touches a socket; callers pass `now` in and
+//! drain events with `poll_*`. That keeps it deterministic and testable in
+//! simulated time. It imports no other domain of the crate.
+
+/// Which party of the call a track carries.
+///
+/// Twilio's `inbound` track is the caller (audio coming into Twilio from the
+/// phone), `outbound` is the agent/application side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Track {
+    Caller,
+    Agent,
+}
+
+impl Track {
+    pub const ALL: [Track; 2] = [Track::Caller, Track::Agent];
+
+    /// Dense index, for per-track arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Track::Caller => 0,
+            Track::Agent => 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Track::Caller => "caller",
+            Track::Agent => "agent",
+        }
+    }
+}

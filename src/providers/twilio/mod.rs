@@ -1,0 +1,1 @@
+//! Twilio Media Streams, webhook signatures and per-call stream tokens.
