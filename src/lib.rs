@@ -3,3 +3,6 @@
 
 pub mod media;
 pub mod providers;
+pub mod config;
+pub mod secret;
+pub mod store;

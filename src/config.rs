@@ -1,0 +1,405 @@
+//! Gateway configuration: an optional TOML file, then `CALLSTREAM_*` environment
+//! variables, then command-line flags, each overriding the one before.
+//!
+//! Everything has a default so `callstream serve` needs no file at all; the
+//! result is validated once at start so a typo fails loudly instead of being
+//! ignored (unknown keys in the file and unknown `CALLSTREAM_*` variables are
+//! errors).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// Errors found while loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("unknown environment variable {0} (no such setting)")]
+    UnknownEnv(String),
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP/WebSocket server binds to.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database, keys and (later) recordings.
+    pub data_dir: PathBuf,
+    /// Base URL providers use to reach us (scheme, host, port as seen from
+    /// outside, e.g. behind a proxy). Provider signatures are computed over
+    /// URLs built from it. Default: `http://{listen}`.
+    #[serde(deserialize_with = "de_url")]
+    pub public_url: Option<Url>,
+    /// Database URL (`sqlite://…` or `postgres://…`). Default: a SQLite file in
+    /// the data dir, created and migrated on first start.
+    pub database_url: Option<String>,
+    /// Media stream settings.
+    pub stream: StreamConfig,
+    /// How long open sessions get to finish on shutdown before being forced.
+    pub shutdown_grace_secs: u64,
+}
+
+/// Provider media-stream settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Largest WebSocket message accepted; bigger ones close the stream.
+    /// A Twilio media frame is about 300 bytes.
+    pub max_message_bytes: usize,
+    /// Concurrent streams accepted; more are refused with 503 before upgrade.
+    pub max_streams: usize,
+    /// Seconds a connection may take to send an authenticated `start`.
+    pub start_timeout_secs: u64,
+    /// Audio held to reorder frames before a gap is filled with silence.
+    pub reorder_window_ms: u32,
+    /// Longest a frame waits in the reorder buffer for an earlier one.
+    pub max_hold_ms: u64,
+    /// Lifetime of per-call stream tokens issued by the server.
+    pub token_ttl_secs: u64,
+    /// Secret signing per-call stream tokens. Default: generated once and kept
+    /// in `{data_dir}/keys/stream-token.key`.
+    pub token_secret: Option<crate::secret::Secret>,
+    /// Capacity (in chunks) of each per-track channel to a transcription sink;
+    /// when full, chunks are shed and counted.
+    pub transcription_queue: usize,
+    /// Capacity (in chunks) of each channel to a recording sink; when full,
+    /// chunks spill to an in-memory backlog (never dropped).
+    pub recording_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            public_url: None,
+            database_url: None,
+            stream: StreamConfig::default(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            max_streams: 10_000,
+            start_timeout_secs: 10,
+            reorder_window_ms: 60,
+            max_hold_ms: 100,
+            token_ttl_secs: 300,
+            token_secret: None,
+            transcription_queue: 256,
+            recording_queue: 1024,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub public_url: Option<Url>,
+}
+
+fn de_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+    let raw = String::deserialize(d)?;
+    Url::parse(&raw).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn parse_env<T: FromStr>(name: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| ConfigError::Env {
+        name: name.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Environment variables that are not settings but are read by the CLI.
+const NON_SETTING_ENV: &[&str] = &["CALLSTREAM_CONFIG", "CALLSTREAM_LOG"];
+
+macro_rules! apply_env {
+    ($cfg:expr, $name:expr, $value:expr; $($key:literal => $($field:ident).+ $(as $opt:ident)?),+ $(,)?) => {
+        match $name.strip_prefix("CALLSTREAM_").unwrap_or_default() {
+            $($key => { apply_env!(@set $cfg, $name, $value, $($field).+ $(, $opt)?); })+
+            _ => return Err(ConfigError::UnknownEnv($name.to_string())),
+        }
+    };
+    (@set $cfg:expr, $name:expr, $value:expr, $($field:ident).+, opt) => {
+        $cfg.$($field).+ = Some(parse_env($name, $value)?)
+    };
+    (@set $cfg:expr, $name:expr, $value:expr, $($field:ident).+) => {
+        $cfg.$($field).+ = parse_env($name, $value)?
+    };
+}
+
+impl Config {
+    /// Loads file (if any), then environment, then flags; validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        cfg.apply_env(env)?;
+        if let Some(listen) = flags.listen {
+            cfg.listen = listen;
+        }
+        if let Some(dir) = &flags.data_dir {
+            cfg.data_dir = dir.clone();
+        }
+        if let Some(url) = &flags.public_url {
+            cfg.public_url = Some(url.clone());
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+    }
+
+    fn apply_env(
+        &mut self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (name, value) in env {
+            if !name.starts_with("CALLSTREAM_") || NON_SETTING_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            let value = value.as_str();
+            apply_env!(self, name.as_str(), value;
+                "LISTEN" => listen,
+                "DATA_DIR" => data_dir,
+                "PUBLIC_URL" => public_url as opt,
+                "DATABASE_URL" => database_url as opt,
+                "SHUTDOWN_GRACE_SECS" => shutdown_grace_secs,
+                "STREAM__MAX_MESSAGE_BYTES" => stream.max_message_bytes,
+                "STREAM__MAX_STREAMS" => stream.max_streams,
+                "STREAM__START_TIMEOUT_SECS" => stream.start_timeout_secs,
+                "STREAM__REORDER_WINDOW_MS" => stream.reorder_window_ms,
+                "STREAM__MAX_HOLD_MS" => stream.max_hold_ms,
+                "STREAM__TOKEN_TTL_SECS" => stream.token_ttl_secs,
+                "STREAM__TOKEN_SECRET" => stream.token_secret as opt,
+                "STREAM__TRANSCRIPTION_QUEUE" => stream.transcription_queue,
+                "STREAM__RECORDING_QUEUE" => stream.recording_queue,
+            );
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        if let Some(url) = &self.public_url {
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid("public_url", "scheme must be http or https"));
+            }
+            if url.host().is_none() {
+                return Err(invalid("public_url", "must name a host"));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid("public_url", "must not carry a query or fragment"));
+            }
+        }
+        if let Some(db) = &self.database_url {
+            if !(db.starts_with("sqlite:") || db.starts_with("postgres")) {
+                return Err(invalid(
+                    "database_url",
+                    "must start with sqlite: or postgres://",
+                ));
+            }
+        }
+        let s = &self.stream;
+        if !(1024..=16 * 1024 * 1024).contains(&s.max_message_bytes) {
+            return Err(invalid(
+                "stream.max_message_bytes",
+                "must be between 1 KiB and 16 MiB",
+            ));
+        }
+        if s.max_streams == 0 {
+            return Err(invalid("stream.max_streams", "must be at least 1"));
+        }
+        if s.start_timeout_secs == 0 {
+            return Err(invalid("stream.start_timeout_secs", "must be at least 1"));
+        }
+        if s.reorder_window_ms > 2_000 {
+            return Err(invalid("stream.reorder_window_ms", "must be at most 2000"));
+        }
+        if s.max_hold_ms > 2_000 {
+            return Err(invalid("stream.max_hold_ms", "must be at most 2000"));
+        }
+        if !(10..=86_400).contains(&s.token_ttl_secs) {
+            return Err(invalid(
+                "stream.token_ttl_secs",
+                "must be between 10 and 86400",
+            ));
+        }
+        if let Some(secret) = &s.token_secret {
+            if secret.expose().len() < 32 {
+                return Err(invalid(
+                    "stream.token_secret",
+                    "must be at least 32 characters",
+                ));
+            }
+        }
+        if s.transcription_queue == 0 || s.recording_queue == 0 {
+            return Err(invalid("stream.*_queue", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The base URL providers call, defaulting to `http://{listen}`.
+    pub fn public_url(&self) -> Url {
+        match &self.public_url {
+            Some(url) => url.clone(),
+            None => {
+                let host = match self.listen.ip() {
+                    ip if ip.is_unspecified() => "localhost".to_string(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                    ip => ip.to_string(),
+                };
+                // Only a malformed host could fail here, and ours come from an IP.
+                Url::parse(&format!("http://{host}:{}", self.listen.port()))
+                    .unwrap_or_else(|_| Url::parse("http://localhost").expect("literal URL"))
+            }
+        }
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("callstream.db").display()
+            )
+        })
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(cfg.public_url().as_str(), "http://127.0.0.1:8080/");
+        assert!(cfg.database_url().starts_with("sqlite://data/callstream.db"));
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\nshutdown_grace_secs = 3\n[stream]\nmax_streams = 5\n",
+        )
+        .unwrap();
+        let cfg = Config::load(
+            Some(&path),
+            env(&[
+                ("CALLSTREAM_STREAM__MAX_STREAMS", "7"),
+                ("CALLSTREAM_LISTEN", "0.0.0.0:9001"),
+                ("HOME", "/root"),
+            ]),
+            &Overrides {
+                listen: Some("127.0.0.1:9002".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.stream.max_streams, 7);
+        assert_eq!(cfg.shutdown_grace_secs, 3);
+        assert_eq!(cfg.listen.port(), 9002);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listn = \"0.0.0.0:9000\"\n").unwrap();
+        let err = Config::load(Some(&path), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+
+        let err = Config::load(
+            None,
+            env(&[("CALLSTREAM_LISTN", "x")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownEnv(_)), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_explained() {
+        let err = Config::load(
+            None,
+            env(&[("CALLSTREAM_STREAM__MAX_STREAMS", "many")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("CALLSTREAM_STREAM__MAX_STREAMS"));
+
+        let err = Config::load(
+            None,
+            env(&[("CALLSTREAM_PUBLIC_URL", "ftp://example.com")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("public_url"), "{err}");
+
+        let err = Config::load(
+            None,
+            env(&[("CALLSTREAM_STREAM__MAX_STREAMS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_streams"), "{err}");
+    }
+}

@@ -1,0 +1,156 @@
+//! API keys: bearer credentials for the REST API, stored hashed.
+//!
+//! A key reads `csk_<prefix>_<secret>`. The prefix is public and indexed so a
+//! lookup is one row; the secret carries 256 random bits, so a plain SHA-256
+//! of the whole key is enough (no slow hash is needed against guessing).
+
+use base64::Engine as _;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+
+use super::{get_enum, new_id, now_ms, text_enum, Result, Store};
+use crate::secret::Secret;
+
+text_enum! {
+    /// What a key's holder may do; permissions derive from it.
+    pub enum Role {
+        Admin => "admin",
+        Supervisor => "supervisor",
+        Agent => "agent",
+    }
+}
+
+/// A stored key (never the secret itself).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// A key just created: the only time its plaintext exists.
+#[derive(Debug)]
+pub struct NewApiKey {
+    pub key: ApiKey,
+    pub plaintext: Secret,
+}
+
+/// Who is calling, once a bearer key has been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub role: Role,
+}
+
+fn hash_key(plaintext: &str) -> String {
+    hex::encode(Sha256::digest(plaintext.as_bytes()))
+}
+
+/// Splits `csk_<prefix>_<secret>`; `None` for anything else.
+fn key_prefix(plaintext: &str) -> Option<&str> {
+    let rest = plaintext.strip_prefix("csk_")?;
+    let (prefix, secret) = rest.split_once('_')?;
+    (prefix.len() == 12 && !secret.is_empty()).then_some(prefix)
+}
+
+impl Store {
+    pub async fn create_api_key(&self, tenant_id: &str, name: &str, role: Role) -> Result<NewApiKey> {
+        let mut rng = rand::thread_rng();
+        let mut prefix = [0u8; 6];
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut prefix);
+        rng.fill_bytes(&mut secret);
+        let plaintext = format!(
+            "csk_{}_{}",
+            hex::encode(prefix),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+        );
+        let key = ApiKey {
+            id: new_id(),
+            tenant_id: tenant_id.to_string(),
+            name: name.to_string(),
+            role,
+            created_at: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, role, key_prefix, key_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&key.id)
+        .bind(tenant_id)
+        .bind(name)
+        .bind(role.as_str())
+        .bind(hex::encode(prefix))
+        .bind(hash_key(&plaintext))
+        .bind(key.created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(NewApiKey {
+            key,
+            plaintext: Secret::new(plaintext),
+        })
+    }
+
+    /// The principal a bearer key stands for, or `None` if it is unknown,
+    /// malformed or revoked. The hash comparison is constant-time.
+    pub async fn authenticate_api_key(&self, plaintext: &str) -> Result<Option<Principal>> {
+        let Some(prefix) = key_prefix(plaintext) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT id, tenant_id, role, key_hash FROM api_keys \
+             WHERE key_prefix = $1 AND revoked_at IS NULL",
+        )
+        .bind(prefix)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: String = row.try_get("key_hash")?;
+        if !bool::from(stored.as_bytes().ct_eq(hash_key(plaintext).as_bytes())) {
+            return Ok(None);
+        }
+        Ok(Some(Principal {
+            tenant_id: row.try_get("tenant_id")?,
+            key_id: row.try_get("id")?,
+            role: get_enum(&row, "role")?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing;
+
+    #[tokio::test]
+    async fn keys_authenticate_only_exactly() {
+        let (store, _dir) = testing::sqlite().await;
+        let tenant = store.create_tenant("Acme", None).await.unwrap();
+        let new = store
+            .create_api_key(&tenant.id, "admin", Role::Admin)
+            .await
+            .unwrap();
+        let key = new.plaintext.expose();
+        let p = store.authenticate_api_key(key).await.unwrap().unwrap();
+        assert_eq!(p.tenant_id, tenant.id);
+        assert_eq!(p.role, Role::Admin);
+
+        let mut tampered = key.to_string();
+        tampered.push('x');
+        assert!(store.authenticate_api_key(&tampered).await.unwrap().is_none());
+        assert!(store.authenticate_api_key("csk_short").await.unwrap().is_none());
+        assert!(store.authenticate_api_key("").await.unwrap().is_none());
+        // The plaintext is not stored anywhere.
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE key_hash = $1")
+            .bind(key)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}

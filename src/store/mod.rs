@@ -1,0 +1,214 @@
+//! Persistence: sqlx repositories over SQLite (default, embedded) or
+//! PostgreSQL (several gateway nodes). One set of SQL serves both through
+//! sqlx's `Any` driver: `$n` placeholders, TEXT ids, BIGINT millisecond
+//! timestamps. Every query takes the tenant id; nothing here knows HTTP.
+
+mod api_keys;
+mod calls;
+mod tenants;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
+pub use calls::{Call, CallLog, CallPage, CallStatus, Direction, StreamCall};
+pub use tenants::{Tenant, TwilioCredentials};
+
+/// Errors from the storage layer. Messages never carry row contents.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored value is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database the pool talks to (the SQL is shared, the migrations are not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl Store {
+    /// Connects and brings the schema up to date. SQLite files (and their
+    /// directory) are created on first use.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        if backend == Backend::Sqlite {
+            if let Some(parent) = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_owned()))
+            {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(&parent).map_err(|e| {
+                        StoreError::Database(sqlx::Error::Configuration(
+                            format!("cannot create {}: {e}", parent.display()).into(),
+                        ))
+                    })?;
+                }
+            }
+        }
+        let mut options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            // WAL lets readers run beside the writer; NORMAL is durable across
+            // process crashes in WAL mode; busy_timeout turns writer contention
+            // into a short wait instead of an error.
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        let store = Self { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Milliseconds since the Unix epoch: the unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A sortable unique id (UUIDv7: time-ordered, so cursors can page by id).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Reads an enum stored as text.
+fn get_enum<T: FromStr>(row: &AnyRow, col: &str) -> Result<T> {
+    let raw: String = row.try_get(col)?;
+    raw.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{col} has unknown value")))
+}
+
+/// Declares a text-backed enum with `as_str`/`FromStr`/serde in one place so
+/// the database, the API and the code agree on spelling.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        $vis enum $name { $($(#[$vmeta])* #[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} `{other}`", stringify!($name))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Store;
+
+    /// A fresh migrated SQLite store in a temp dir (kept alive by the guard).
+    pub async fn sqlite() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        (Store::connect(&url).await.expect("connect"), dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(
+            sqlite_path("sqlite://data/x.db?mode=rwc").unwrap(),
+            std::path::PathBuf::from("data/x.db")
+        );
+        assert!(sqlite_path("sqlite::memory:").is_none());
+    }
+
+    #[tokio::test]
+    async fn migrates_fresh_database_twice() {
+        let (store, dir) = testing::sqlite().await;
+        store.close().await;
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let again = Store::connect(&url).await.unwrap();
+        assert_eq!(again.backend(), Backend::Sqlite);
+    }
+}
