@@ -1,8 +1,105 @@
 //! callstream: a real-time media gateway for a multi-tenant contact center.
+//!
+//! Data path: provider WebSocket → [`providers`] (wire frames, auth) →
+//! [`media`] (sans-IO decode, placement, resampling) → sinks; lifecycle and
+//! records in [`store`]; HTTP in [`api`]. Only `api` and this file wire the
+//! domains together.
 #![forbid(unsafe_code)]
 
-pub mod media;
-pub mod providers;
+pub mod api;
 pub mod config;
+pub mod loadgen;
+pub mod media;
+pub mod metrics;
+pub mod providers;
 pub mod secret;
 pub mod store;
+
+use std::future::Future;
+use std::path::Path;
+
+use rand::RngCore;
+use tokio::net::TcpListener;
+
+pub use api::{app, AppState};
+
+use crate::secret::Secret;
+
+/// Serves `state` on `listener` until `shutdown` resolves, then winds down:
+/// stop accepting, ask open streams to finish (calls marked interrupted,
+/// sinks flushed), wait up to the configured grace period, and mark whatever
+/// is still open as interrupted.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sessions = state.sessions.clone();
+    let grace = state.config.shutdown_grace();
+    let router = app(state.clone());
+    let signal_sessions = sessions.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new streams; finishing open ones");
+            signal_sessions.begin_shutdown();
+        })
+        .await?;
+    if !sessions.wait(grace).await {
+        let now = store::now_ms();
+        for (tenant, call) in sessions.open_calls() {
+            tracing::warn!(call_id = %call, "stream did not finish within the grace period");
+            let detail = serde_json::json!({"forced": true});
+            let _ = state
+                .store
+                .append_call_log(&tenant, &call, "gateway_shutdown", &detail, now)
+                .await;
+            let _ = state
+                .store
+                .end_call(&tenant, &call, store::CallStatus::Interrupted, now)
+                .await;
+        }
+    }
+    state.store.close().await;
+    Ok(())
+}
+
+/// The per-call stream token secret: from config, else generated once and
+/// kept (mode 0600) in `{data_dir}/keys/stream-token.key`.
+pub fn load_token_secret(config: &config::Config) -> std::io::Result<Secret> {
+    if let Some(secret) = &config.stream.token_secret {
+        return Ok(secret.clone());
+    }
+    let path = config.data_dir.join("keys").join("stream-token.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(Secret::new(s.trim())),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is too short", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    write_private(&path, secret.as_bytes())?;
+    Ok(Secret::new(secret))
+}
+
+/// Writes a file readable by its owner only, creating parent directories.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}

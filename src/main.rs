@@ -1,1 +1,239 @@
-fn main() {}
+//! The `callstream` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use url::Url;
+
+use callstream::config::{Config, Overrides};
+use callstream::secret::Secret;
+use callstream::store::{Role, Store};
+use callstream::{load_token_secret, AppState};
+
+#[derive(Parser)]
+#[command(name = "callstream", version, about = "Real-time media gateway for contact centers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (HTTP API and provider media streams).
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Base URL providers use to reach us; signatures are checked against
+        /// it (default http://{listen}).
+        #[arg(long)]
+        public_url: Option<Url>,
+    },
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Issue a short-lived per-call stream token (for `<Parameter name="token">`).
+    StreamToken {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        call_sid: String,
+    },
+    /// Open many concurrent Twilio-format streams against a gateway and report
+    /// what its metrics saw.
+    Loadgen(callstream::loadgen::Options),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and its first admin API key; prints one JSON object.
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        name: String,
+        #[arg(long)]
+        twilio_account_sid: Option<String>,
+        #[arg(long)]
+        twilio_auth_token: Option<Secret>,
+    },
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML configuration file (env CALLSTREAM_CONFIG).
+    #[arg(long, env = "CALLSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory: database, keys (default ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self, mut overrides: Overrides) -> anyhow::Result<Config> {
+        overrides.data_dir = self.data_dir.clone();
+        Ok(Config::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &overrides,
+        )?)
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CALLSTREAM_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            public_url,
+        } => {
+            let cfg = config.load(Overrides {
+                listen,
+                public_url,
+                ..Overrides::default()
+            })?;
+            serve(cfg).await
+        }
+        Command::Tenant {
+            command:
+                TenantCommand::Create {
+                    config,
+                    name,
+                    twilio_account_sid,
+                    twilio_auth_token,
+                },
+        } => {
+            let cfg = config.load(Overrides::default())?;
+            let twilio = match (&twilio_account_sid, &twilio_auth_token) {
+                (Some(sid), Some(token)) => {
+                    if !sid.starts_with("AC") || sid.len() != 34 {
+                        bail!("--twilio-account-sid must look like AC followed by 32 hex digits");
+                    }
+                    if token.expose().is_empty() {
+                        bail!("--twilio-auth-token must not be empty");
+                    }
+                    Some((sid.as_str(), token))
+                }
+                (None, None) => None,
+                _ => bail!("give both --twilio-account-sid and --twilio-auth-token, or neither"),
+            };
+            let store = Store::connect(&cfg.database_url()).await?;
+            let tenant = store.create_tenant(&name, twilio).await?;
+            let key = store.create_api_key(&tenant.id, "admin", Role::Admin).await?;
+            let out = serde_json::json!({
+                "tenant_id": tenant.id,
+                "name": tenant.name,
+                "twilio_account_sid": tenant.twilio_account_sid,
+                "api_key": key.plaintext.expose(),
+                "api_key_id": key.key.id,
+                "role": key.key.role,
+            });
+            println!("{out}");
+            store.close().await;
+            Ok(())
+        }
+        Command::StreamToken {
+            config,
+            tenant,
+            call_sid,
+        } => {
+            let cfg = config.load(Overrides::default())?;
+            let store = Store::connect(&cfg.database_url()).await?;
+            store.get_tenant(&tenant).await.context("unknown tenant")?;
+            let secret = load_token_secret(&cfg)?;
+            let expires_at = callstream::store::now_ms() / 1000 + cfg.stream.token_ttl_secs as i64;
+            let token = callstream::providers::twilio::token::issue(
+                secret.expose().as_bytes(),
+                &tenant,
+                &call_sid,
+                expires_at,
+            );
+            println!(
+                "{}",
+                serde_json::json!({"token": token, "expires_at": expires_at})
+            );
+            store.close().await;
+            Ok(())
+        }
+        Command::Loadgen(opts) => {
+            let report = callstream::loadgen::run(opts).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    let store = Store::connect(&cfg.database_url())
+        .await
+        .context("cannot open the database")?;
+    if store.backend() == callstream::store::Backend::Sqlite {
+        // A single node owns every stream: whatever was open when it last
+        // stopped cannot still be streaming.
+        let now = callstream::store::now_ms();
+        for (tenant, call) in store.interrupt_open_calls(now).await? {
+            tracing::warn!(call_id = %call, "call left open by a previous run marked interrupted");
+            let detail = serde_json::json!({"reason": "gateway restarted"});
+            store
+                .append_call_log(&tenant, &call, "gateway_restart", &detail, now)
+                .await?;
+        }
+    }
+    let token_secret = load_token_secret(&cfg).context("cannot load the stream token secret")?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    tracing::info!(
+        listen = %cfg.listen,
+        public_url = %cfg.public_url(),
+        "callstream serving"
+    );
+    let state = AppState::new(store, cfg, token_secret);
+    callstream::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -8,7 +8,8 @@ CREATE TABLE tenants (
     twilio_account_sid TEXT UNIQUE,
     twilio_auth_token  TEXT,
     settings           TEXT NOT NULL DEFAULT '{}',
-    created_at         BIGINT NOT NULL
+    created_at         BIGINT NOT NULL,
+    updated_at         BIGINT NOT NULL
 );
 
 CREATE TABLE api_keys (

@@ -33,3 +33,4 @@ impl Track {
         }
     }
 }
+pub mod sink;

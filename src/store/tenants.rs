@@ -36,8 +36,8 @@ impl Store {
             created_at: now_ms(),
         };
         let result = sqlx::query(
-            "INSERT INTO tenants (id, name, twilio_account_sid, twilio_auth_token, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tenants (id, name, twilio_account_sid, twilio_auth_token, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
         )
         .bind(&tenant.id)
         .bind(&tenant.name)
@@ -82,6 +82,21 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound)?;
         credentials(&row)
+    }
+
+    /// Changes whenever a tenant is added or its credentials change, so a
+    /// cache of credentials knows when to reload.
+    pub async fn tenants_fingerprint(&self) -> Result<String> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(updated_at), 0) AS latest FROM tenants",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(format!(
+            "{}:{}",
+            row.try_get::<i64, _>("n")?,
+            row.try_get::<i64, _>("latest")?
+        ))
     }
 
     /// Every tenant's Twilio credentials (to match a signed upgrade request,

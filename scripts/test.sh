@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs callstream's whole test suite on a fresh machine: installs what the
+# build and tests need, starts the services they use, then runs the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# PostgreSQL: the repository tests run against it as well as SQLite.
+if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+  fi
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    export CALLSTREAM_TEST_POSTGRES_URL="${CALLSTREAM_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+  fi
+fi
+
+cargo test --release --all-targets "$@"

@@ -1,0 +1,84 @@
+//! HTTP surface: REST, provider stream WebSockets, health and metrics.
+//! This layer (with `lib.rs`) is where the domains are wired together.
+
+mod auth;
+mod calls;
+mod error;
+mod twilio_auth;
+pub mod stream;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+pub use error::AppError;
+pub use stream::{SessionRegistry, SinkFactory};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use twilio_auth::TwilioAuth;
+use crate::secret::Secret;
+use crate::store::Store;
+
+/// Everything request handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub twilio: Arc<TwilioAuth>,
+    /// Signs per-call stream tokens.
+    pub token_secret: Arc<Secret>,
+    /// Open media sessions, for shutdown and for messages sent back to them.
+    pub sessions: SessionRegistry,
+    /// Where placed audio goes (recording, transcription); none by default.
+    pub sinks: Arc<dyn SinkFactory>,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Config, token_secret: Secret) -> Self {
+        Self {
+            twilio: Arc::new(TwilioAuth::new(store.clone())),
+            store,
+            sessions: SessionRegistry::new(config.stream.max_streams),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()),
+            token_secret: Arc::new(token_secret),
+            sinks: Arc::new(stream::NoSinks),
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/calls", get(calls::list))
+        .route("/v1/calls/{id}", get(calls::get))
+        .route(
+            "/v1/calls/{id}/stream/messages",
+            axum::routing::post(stream::send_to_stream),
+        )
+        .route("/v1/providers/twilio/stream", get(stream::twilio_upgrade))
+        .layer(DefaultBodyLimit::max(256 * 1024))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match sqlx::query("SELECT 1").execute(state.store.pool()).await {
+        Ok(_) => (axum::http::StatusCode::OK, "ok"),
+        Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,190 @@
+//! Delivery of placed audio to consumers (recording, transcription) over
+//! bounded channels, without ever making ingest wait on a slow consumer.
+//!
+//! Two policies, chosen per sink:
+//! - [`SpillingSender`] (recording): never drops. When the channel is full the
+//!   chunk goes to an in-memory backlog, delivered in order as room frees up
+//!   and awaited at the end of the stream. The backlog is capped (default one
+//!   minute of 20 ms chunks); past the cap the sink is declared overflowed,
+//!   which the caller must surface (the recording is then incomplete), rather
+//!   than letting memory grow without bound.
+//! - [`SheddingSender`] (transcription): when full, the newest chunk is
+//!   dropped and counted. Live captions lose a little text under overload;
+//!   ingest and the recording are unaffected.
+
+use std::collections::VecDeque;
+
+use tokio::sync::mpsc;
+
+/// Why a sink stopped taking audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink backlog exceeded its cap")]
+    Overflow,
+    #[error("sink consumer has gone away")]
+    Closed,
+}
+
+/// Lossless, non-blocking sender with an in-memory spill (see module docs).
+#[derive(Debug)]
+pub struct SpillingSender<T> {
+    tx: mpsc::Sender<T>,
+    backlog: VecDeque<T>,
+    max_backlog: usize,
+    failed: Option<SinkError>,
+}
+
+impl<T> SpillingSender<T> {
+    /// Default backlog cap: one minute of 20 ms chunks.
+    pub const DEFAULT_MAX_BACKLOG: usize = 3_000;
+
+    pub fn new(tx: mpsc::Sender<T>, max_backlog: usize) -> Self {
+        Self {
+            tx,
+            backlog: VecDeque::new(),
+            max_backlog,
+            failed: None,
+        }
+    }
+
+    /// Queues `item` without waiting. After the first error every later call
+    /// returns it too: a recording with a hole must not pretend otherwise.
+    pub fn send(&mut self, item: T) -> Result<(), SinkError> {
+        if let Some(err) = self.failed {
+            return Err(err);
+        }
+        self.drain();
+        if self.failed.is_none() && self.backlog.is_empty() {
+            match self.tx.try_send(item) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(item)) => self.backlog.push_back(item),
+                Err(mpsc::error::TrySendError::Closed(_)) => self.failed = Some(SinkError::Closed),
+            }
+        } else if self.failed.is_none() {
+            self.backlog.push_back(item);
+        }
+        if self.failed.is_none() && self.backlog.len() > self.max_backlog {
+            self.failed = Some(SinkError::Overflow);
+        }
+        self.failed.map_or(Ok(()), Err)
+    }
+
+    /// Moves backlog into the channel while it has room, oldest first.
+    fn drain(&mut self) {
+        while let Some(item) = self.backlog.pop_front() {
+            match self.tx.try_send(item) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    self.backlog.push_front(item);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.failed = Some(SinkError::Closed);
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Delivers the rest of the backlog, waiting for the consumer, then closes
+    /// the channel. Call once the stream has ended.
+    pub async fn close(mut self) -> Result<(), SinkError> {
+        if let Some(err) = self.failed {
+            return Err(err);
+        }
+        while let Some(item) = self.backlog.pop_front() {
+            self.tx.send(item).await.map_err(|_| SinkError::Closed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Load-shedding, non-blocking sender (see module docs).
+#[derive(Debug)]
+pub struct SheddingSender<T> {
+    tx: mpsc::Sender<T>,
+    shed: u64,
+}
+
+impl<T> SheddingSender<T> {
+    pub fn new(tx: mpsc::Sender<T>) -> Self {
+        Self { tx, shed: 0 }
+    }
+
+    /// Sends if there is room; otherwise drops `item` and returns `false`.
+    pub fn send(&mut self, item: T) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(_) => {
+                self.shed += 1;
+                false
+            }
+        }
+    }
+
+    /// Chunks dropped so far.
+    pub fn shed(&self) -> u64 {
+        self.shed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn spilling_keeps_order_and_loses_nothing() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut s = SpillingSender::new(tx, 100);
+        for i in 0..10 {
+            s.send(i).unwrap();
+        }
+        assert_eq!(s.backlog_len(), 8);
+        assert_eq!(rx.recv().await, Some(0));
+        s.send(10).unwrap();
+        let consumer = tokio::spawn(async move {
+            let mut got = vec![0];
+            while let Some(i) = rx.recv().await {
+                got.push(i);
+            }
+            got
+        });
+        s.close().await.unwrap();
+        assert_eq!(consumer.await.unwrap(), (0..=10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn spilling_overflow_is_reported_and_sticky() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut s = SpillingSender::new(tx, 2);
+        assert!(s.send(0).is_ok());
+        assert!(s.send(1).is_ok());
+        assert!(s.send(2).is_ok());
+        assert_eq!(s.send(3), Err(SinkError::Overflow));
+        assert_eq!(s.send(4), Err(SinkError::Overflow));
+    }
+
+    #[tokio::test]
+    async fn spilling_reports_a_vanished_consumer() {
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let mut s = SpillingSender::new(tx, 2);
+        assert_eq!(s.send(0), Err(SinkError::Closed));
+    }
+
+    #[tokio::test]
+    async fn shedding_counts_what_it_drops() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut s = SheddingSender::new(tx);
+        let sent: Vec<bool> = (0..5).map(|i| s.send(i)).collect();
+        assert_eq!(sent, [true, true, false, false, false]);
+        assert_eq!(s.shed(), 3);
+        assert_eq!(rx.recv().await, Some(0));
+        assert!(s.send(5));
+    }
+}

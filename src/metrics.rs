@@ -1,0 +1,138 @@
+//! Prometheus metrics. Each `AppState` owns its own registry so tests running
+//! several servers in one process do not share counters.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Reasons a received stream message is dropped; fixed so label cardinality is bounded.
+pub const DROP_REASONS: &[&str] = &[
+    "malformed",
+    "binary",
+    "before_start",
+    "stream_mismatch",
+    "duplicate_start",
+    "unknown_event",
+    "oversized",
+    "late",
+    "duplicate",
+    "transcription_backpressure",
+    "recording_overflow",
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub active_streams: IntGauge,
+    pub frames_in: IntCounter,
+    frames_dropped: IntCounterVec,
+    pub frame_latency: Histogram,
+    streams_total: IntCounterVec,
+    pub stream_rejections: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let active_streams = IntGauge::new(
+            "callstream_active_streams",
+            "Provider media streams currently open and authenticated",
+        )
+        .expect("valid metric");
+        let frames_in = IntCounter::new(
+            "callstream_frames_in_total",
+            "Media frames received on provider streams",
+        )
+        .expect("valid metric");
+        let frames_dropped = IntCounterVec::new(
+            Opts::new(
+                "callstream_frames_dropped_total",
+                "Stream messages or media chunks dropped, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        // Fine buckets at the low end: a frame normally takes microseconds.
+        let frame_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "callstream_frame_handling_seconds",
+                "Time from a media frame read off the socket to its audio handed to sinks",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        let streams_total = IntCounterVec::new(
+            Opts::new(
+                "callstream_streams_total",
+                "Media streams ended, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let stream_rejections = IntCounterVec::new(
+            Opts::new(
+                "callstream_stream_rejections_total",
+                "Media streams refused before any state was allocated, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(active_streams.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(frames_in.clone()),
+            Box::new(frames_dropped.clone()),
+            Box::new(frame_latency.clone()),
+            Box::new(streams_total.clone()),
+            Box::new(stream_rejections.clone()),
+        ] {
+            registry.register(m).expect("metric registered once");
+        }
+        for reason in DROP_REASONS {
+            frames_dropped.with_label_values(&[reason]);
+        }
+        Self {
+            registry,
+            active_streams,
+            frames_in,
+            frames_dropped,
+            frame_latency,
+            streams_total,
+            stream_rejections,
+        }
+    }
+
+    /// Counts a dropped message; `reason` must be one of [`DROP_REASONS`].
+    pub fn dropped(&self, reason: &'static str, n: u64) {
+        debug_assert!(DROP_REASONS.contains(&reason), "unknown drop reason {reason}");
+        self.frames_dropped.with_label_values(&[reason]).inc_by(n);
+    }
+
+    pub fn dropped_count(&self, reason: &str) -> u64 {
+        self.frames_dropped.with_label_values(&[reason]).get()
+    }
+
+    pub fn stream_ended(&self, outcome: &'static str) {
+        self.streams_total.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        self.stream_rejections.with_label_values(&[reason]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
