@@ -6,9 +6,11 @@
 
 pub mod codec;
 mod error;
+pub mod resample;
 
 pub use codec::{encode_alaw, encode_mulaw, Codec};
 pub use error::MediaError;
+pub use resample::{Upsampler, WIDEBAND_RATE};
 
 /// Which party of the call a track carries.
 ///
