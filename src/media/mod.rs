@@ -6,11 +6,15 @@
 
 pub mod codec;
 mod error;
+pub mod placement;
 pub mod resample;
+pub mod session;
 
 pub use codec::{encode_alaw, encode_mulaw, Codec};
 pub use error::MediaError;
+pub use placement::DropReason;
 pub use resample::{Upsampler, WIDEBAND_RATE};
+pub use session::{MediaEvent, MediaSession, PcmChunk, SessionConfig, TrackStats, WidebandChunk};
 
 /// Which party of the call a track carries.
 ///

@@ -216,7 +216,9 @@ mod tests {
     #[test]
     fn all_rates_align_and_have_exact_length() {
         // 440 Hz: no filter delay is a whole number of periods, so any lag shows.
-        for rate in [8_000, 11_025, 12_000, 22_050, 24_000, 32_000, 44_100, 48_000] {
+        for rate in [
+            8_000, 11_025, 12_000, 22_050, 24_000, 32_000, 44_100, 48_000,
+        ] {
             let input = sine(rate, 440.0, 0.5, rate as usize);
             let out = resample_all(rate, &input);
             assert_eq!(out.len(), 16_000, "{rate} Hz");
