@@ -4,11 +4,25 @@
 //! drain events with `poll_*`. That keeps it deterministic and testable in
 //! simulated time. It imports no other domain of the crate.
 
+pub mod codec;
+mod error;
+pub mod placement;
+pub mod resample;
+pub mod session;
+
+pub use codec::{encode_alaw, encode_mulaw, Codec};
+pub use error::MediaError;
+pub use placement::DropReason;
+pub use resample::{Upsampler, WIDEBAND_RATE};
+pub use session::{MediaEvent, MediaSession, PcmChunk, SessionConfig, TrackStats, WidebandChunk};
+
 /// Which party of the call a track carries.
 ///
 /// Twilio's `inbound` track is the caller (audio coming into Twilio from the
 /// phone), `outbound` is the agent/application side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Track {
     Caller,
