@@ -329,7 +329,9 @@ mod tests {
     fn defaults_need_nothing() {
         let cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
         assert_eq!(cfg.public_url().as_str(), "http://127.0.0.1:8080/");
-        assert!(cfg.database_url().starts_with("sqlite://data/callstream.db"));
+        assert!(cfg
+            .database_url()
+            .starts_with("sqlite://data/callstream.db"));
     }
 
     #[test]

@@ -60,7 +60,6 @@ pub async fn serve(
                 .await;
         }
     }
-    state.store.close().await;
     Ok(())
 }
 

@@ -13,7 +13,11 @@ use callstream::store::{Role, Store};
 use callstream::{load_token_secret, AppState};
 
 #[derive(Parser)]
-#[command(name = "callstream", version, about = "Real-time media gateway for contact centers")]
+#[command(
+    name = "callstream",
+    version,
+    about = "Real-time media gateway for contact centers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -140,7 +144,9 @@ async fn main() -> anyhow::Result<()> {
             };
             let store = Store::connect(&cfg.database_url()).await?;
             let tenant = store.create_tenant(&name, twilio).await?;
-            let key = store.create_api_key(&tenant.id, "admin", Role::Admin).await?;
+            let key = store
+                .create_api_key(&tenant.id, "admin", Role::Admin)
+                .await?;
             let out = serde_json::json!({
                 "tenant_id": tenant.id,
                 "name": tenant.name,
@@ -211,8 +217,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         public_url = %cfg.public_url(),
         "callstream serving"
     );
-    let state = AppState::new(store, cfg, token_secret);
+    let state = AppState::new(store.clone(), cfg, token_secret);
     callstream::serve(listener, state, shutdown_signal()).await?;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -17,6 +17,8 @@ pub const DROP_REASONS: &[&str] = &[
     "oversized",
     "late",
     "duplicate",
+    "overlap",
+    "empty",
     "transcription_backpressure",
     "recording_overflow",
 ];
@@ -106,7 +108,10 @@ impl Metrics {
 
     /// Counts a dropped message; `reason` must be one of [`DROP_REASONS`].
     pub fn dropped(&self, reason: &'static str, n: u64) {
-        debug_assert!(DROP_REASONS.contains(&reason), "unknown drop reason {reason}");
+        debug_assert!(
+            DROP_REASONS.contains(&reason),
+            "unknown drop reason {reason}"
+        );
         self.frames_dropped.with_label_values(&[reason]).inc_by(n);
     }
 

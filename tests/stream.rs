@@ -26,21 +26,37 @@ fn dropped(text: &str, reason: &str) -> f64 {
     )
 }
 
-async fn call_detail(server: &TestServer, call_sid: &str) -> serde_json::Value {
+/// The call (with logs) the API lists for `call_sid`, if it exists yet.
+async fn find_call(server: &TestServer, call_sid: &str) -> Option<serde_json::Value> {
     let (status, page) = server.get("/v1/calls").await;
     assert_eq!(status, 200, "{page}");
     let id = page["calls"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["external_call_id"] == call_sid)
-        .unwrap_or_else(|| panic!("call {call_sid} listed: {page}"))["id"]
+        .find(|c| c["external_call_id"] == call_sid)?["id"]
         .as_str()
         .unwrap()
         .to_string();
     let (status, detail) = server.get(&format!("/v1/calls/{id}")).await;
     assert_eq!(status, 200);
-    detail
+    Some(detail)
+}
+
+async fn call_detail(server: &TestServer, call_sid: &str) -> serde_json::Value {
+    find_call(server, call_sid)
+        .await
+        .unwrap_or_else(|| panic!("call {call_sid} is listed"))
+}
+
+/// Waits until the call exists and has `status`.
+async fn wait_status(server: &TestServer, call_sid: &str, status: &str) {
+    eventually(|| async {
+        find_call(server, call_sid)
+            .await
+            .is_some_and(|c| c["status"] == status)
+    })
+    .await;
 }
 
 fn log_events(detail: &serde_json::Value) -> Vec<String> {
@@ -99,7 +115,7 @@ async fn signed_stream_carries_a_call_from_start_to_stop() {
     assert_eq!(expect_close(&mut ws).await.0, 1000);
 
     let sid = call.call_sid.clone();
-    eventually(|| async { call_detail(&server, &sid).await["status"] == "completed" }).await;
+    wait_status(&server, &sid, "completed").await;
     let detail = call_detail(&server, &call.call_sid).await;
     assert_eq!(detail["provider"], "twilio");
     assert_eq!(detail["stream_id"], call.stream_sid.as_str());
@@ -126,7 +142,11 @@ async fn signed_stream_carries_a_call_from_start_to_stop() {
         .filter(|c| c.track == Track::Caller)
         .map(|c| c.samples.len())
         .sum();
-    assert_eq!(wide, expected.len() * 2, "16 kHz output is twice the 8 kHz input");
+    assert_eq!(
+        wide,
+        expected.len() * 2,
+        "16 kHz output is twice the 8 kHz input"
+    );
 
     let m = server.metrics().await;
     assert_eq!(
@@ -150,9 +170,14 @@ async fn reordered_and_missing_frames_are_placed_by_timestamp() {
         pair.reverse();
     }
     for i in order.into_iter().filter(|i| *i != 10) {
-        ws.send(call.media(StreamTrack::Inbound, i as u64 + 1, i as u64 * 20, &frames[i]))
-            .await
-            .unwrap();
+        ws.send(call.media(
+            StreamTrack::Inbound,
+            i as u64 + 1,
+            i as u64 * 20,
+            &frames[i],
+        ))
+        .await
+        .unwrap();
     }
     ws.send(call.stop()).await.unwrap();
     assert_eq!(expect_close(&mut ws).await.0, 1000);
@@ -167,11 +192,8 @@ async fn reordered_and_missing_frames_are_placed_by_timestamp() {
 #[tokio::test]
 async fn bad_signature_is_refused_before_anything_exists() {
     let server = TestServer::start().await;
-    let wrong = callstream::providers::twilio::signature::compute(
-        "not-the-token",
-        &server.ws_url(),
-        &[],
-    );
+    let wrong =
+        callstream::providers::twilio::signature::compute("not-the-token", &server.ws_url(), &[]);
     let err = server.connect_with(Some(&wrong)).await.unwrap_err();
     assert!(err.to_string().contains("403"), "{err}");
     // Signed for another URL (a different path) is refused too.
@@ -183,7 +205,12 @@ async fn bad_signature_is_refused_before_anything_exists() {
     assert!(server.connect_with(Some(&other)).await.is_err());
     let (_, page) = server.get("/v1/calls").await;
     assert_eq!(page["calls"].as_array().unwrap().len(), 0);
-    assert!(metric(&server.metrics().await, "callstream_stream_rejections_total{reason=\"bad_signature\"}") >= 2.0);
+    assert!(
+        metric(
+            &server.metrics().await,
+            "callstream_stream_rejections_total{reason=\"bad_signature\"}"
+        ) >= 2.0
+    );
 }
 
 #[tokio::test]
@@ -191,7 +218,11 @@ async fn start_for_another_account_is_closed() {
     let server = TestServer::start().await;
     let mut ws = server.connect_signed().await;
     let mut call = Call::new();
-    let start = call.start(&[]).into_text().unwrap().replace(ACCOUNT_SID, "AC99999999999999999999999999999999");
+    let start = call
+        .start(&[])
+        .into_text()
+        .unwrap()
+        .replace(ACCOUNT_SID, "AC99999999999999999999999999999999");
     ws.send(Message::text(start.as_str())).await.unwrap();
     let (code, reason) = expect_close(&mut ws).await;
     assert_eq!(code, 1008);
@@ -210,15 +241,29 @@ async fn unsigned_stream_needs_a_valid_per_call_token() {
     let mut ws = server.connect_with(None).await.unwrap();
     ws.send(Call::new().start(&[])).await.unwrap();
     let (code, reason) = expect_close(&mut ws).await;
-    assert_eq!((code, reason.contains("unauthenticated")), (1008, true), "{reason}");
+    assert_eq!(
+        (code, reason.contains("unauthenticated")),
+        (1008, true),
+        "{reason}"
+    );
 
     // Expired, and issued for another call.
     let mut call = Call::new();
-    let expired = callstream::providers::twilio::token::issue(&secret, &server.tenant_id, &call.call_sid, now - 1);
+    let expired = callstream::providers::twilio::token::issue(
+        &secret,
+        &server.tenant_id,
+        &call.call_sid,
+        now - 1,
+    );
     let mut ws = server.connect_with(None).await.unwrap();
     ws.send(call.start(&[("token", &expired)])).await.unwrap();
     assert_eq!(expect_close(&mut ws).await.0, 1008);
-    let other = callstream::providers::twilio::token::issue(&secret, &server.tenant_id, "CAother", now + 60);
+    let other = callstream::providers::twilio::token::issue(
+        &secret,
+        &server.tenant_id,
+        "CAother",
+        now + 60,
+    );
     let mut ws = server.connect_with(None).await.unwrap();
     ws.send(call.start(&[("token", &other)])).await.unwrap();
     assert_eq!(expect_close(&mut ws).await.0, 1008);
@@ -226,14 +271,19 @@ async fn unsigned_stream_needs_a_valid_per_call_token() {
     assert_eq!(page["calls"].as_array().unwrap().len(), 0);
 
     // A good one.
-    let good = callstream::providers::twilio::token::issue(&secret, &server.tenant_id, &call.call_sid, now + 60);
+    let good = callstream::providers::twilio::token::issue(
+        &secret,
+        &server.tenant_id,
+        &call.call_sid,
+        now + 60,
+    );
     let mut ws = server.connect_with(None).await.unwrap();
     ws.send(call.start(&[("token", &good)])).await.unwrap();
     send_audio(&mut ws, &mut call, &jfk_frames()[..10]).await;
     ws.send(call.stop()).await.unwrap();
     assert_eq!(expect_close(&mut ws).await.0, 1000);
     let sid = call.call_sid.clone();
-    eventually(|| async { call_detail(&server, &sid).await["status"] == "completed" }).await;
+    wait_status(&server, &sid, "completed").await;
     let detail = call_detail(&server, &call.call_sid).await;
     assert_eq!(detail["logs"][0]["detail"]["auth"], "token");
     // The token value is never stored; only the parameter names are.
@@ -260,7 +310,9 @@ async fn bad_input_is_dropped_counted_and_loses_nothing() {
     let mut ws = server.connect_signed().await;
     let mut call = Call::new();
     // Media before start.
-    ws.send(call.media(StreamTrack::Inbound, 1, 0, &frames[0])).await.unwrap();
+    ws.send(call.media(StreamTrack::Inbound, 1, 0, &frames[0]))
+        .await
+        .unwrap();
     ws.send(call.start(&[])).await.unwrap();
     send_audio(&mut ws, &mut call, &frames[..10]).await;
     // Malformed JSON, wrong types, invalid base64, unknown event, other streamSid,
@@ -284,14 +336,19 @@ async fn bad_input_is_dropped_counted_and_loses_nothing() {
     // The stream goes on.
     for (i, payload) in frames.iter().enumerate().skip(10) {
         let ts = i as u64 * 20;
-        ws.send(call.media(StreamTrack::Inbound, i as u64 + 1, ts, payload)).await.unwrap();
-        ws.send(call.media(StreamTrack::Outbound, i as u64 + 1, ts, payload)).await.unwrap();
+        ws.send(call.media(StreamTrack::Inbound, i as u64 + 1, ts, payload))
+            .await
+            .unwrap();
+        ws.send(call.media(StreamTrack::Outbound, i as u64 + 1, ts, payload))
+            .await
+            .unwrap();
     }
     ws.send(call.stop()).await.unwrap();
     assert_eq!(expect_close(&mut ws).await.0, 1000);
 
     let expected = decoded(&frames);
-    eventually(|| async { track_pcm(&server.captured, Track::Agent).len() >= expected.len() }).await;
+    eventually(|| async { track_pcm(&server.captured, Track::Agent).len() >= expected.len() })
+        .await;
     assert_eq!(track_pcm(&server.captured, Track::Caller), expected);
 
     let m = server.metrics().await;
@@ -302,7 +359,7 @@ async fn bad_input_is_dropped_counted_and_loses_nothing() {
     assert_eq!(dropped(&m, "duplicate_start"), 1.0);
     assert_eq!(dropped(&m, "binary"), 1.0);
     let sid = call.call_sid.clone();
-    eventually(|| async { call_detail(&server, &sid).await["status"] == "completed" }).await;
+    wait_status(&server, &sid, "completed").await;
 }
 
 #[tokio::test]
@@ -319,11 +376,12 @@ async fn oversized_message_closes_the_stream_but_keeps_its_audio() {
     assert_eq!(code, 1009);
 
     let sid = call.call_sid.clone();
-    eventually(|| async { call_detail(&server, &sid).await["status"] == "interrupted" }).await;
+    wait_status(&server, &sid, "interrupted").await;
     let detail = call_detail(&server, &call.call_sid).await;
     assert!(log_events(&detail).contains(&"stream_message_too_big".to_string()));
     let expected = decoded(&frames);
-    eventually(|| async { track_pcm(&server.captured, Track::Caller).len() >= expected.len() }).await;
+    eventually(|| async { track_pcm(&server.captured, Track::Caller).len() >= expected.len() })
+        .await;
     assert_eq!(track_pcm(&server.captured, Track::Caller), expected);
     assert_eq!(dropped(&server.metrics().await, "oversized"), 1.0);
 }
@@ -337,9 +395,12 @@ async fn socket_lost_without_stop_marks_the_call_interrupted() {
     send_audio(&mut ws, &mut call, &jfk_frames()[..5]).await;
     drop(ws);
     let sid = call.call_sid.clone();
-    eventually(|| async { call_detail(&server, &sid).await["status"] == "interrupted" }).await;
+    wait_status(&server, &sid, "interrupted").await;
     let detail = call_detail(&server, &call.call_sid).await;
-    assert_eq!(log_events(&detail), ["stream_started", "stream_disconnected"]);
+    assert_eq!(
+        log_events(&detail),
+        ["stream_started", "stream_disconnected"]
+    );
     assert!(detail["ended_at"].as_i64().is_some());
 }
 
@@ -372,7 +433,11 @@ async fn graceful_shutdown_finishes_open_streams() {
         .find(|c| c.external_call_id == sid)
         .unwrap();
     assert_eq!(call.status.as_str(), "interrupted");
-    let logs = server.store.list_call_logs(&server.tenant_id, &call.id).await.unwrap();
+    let logs = server
+        .store
+        .list_call_logs(&server.tenant_id, &call.id)
+        .await
+        .unwrap();
     assert_eq!(logs.last().unwrap().event, "gateway_shutdown");
     // Audio accepted before the shutdown was flushed to the sinks.
     assert_eq!(track_pcm(&server.captured, Track::Caller), decoded(&frames));
@@ -386,7 +451,10 @@ async fn messages_are_sent_back_on_a_bidirectional_stream() {
     ws.send(call.start(&[])).await.unwrap();
     let sid = call.call_sid.clone();
     eventually(|| async { server.state.sessions.open_calls().len() == 1 }).await;
-    let id = call_detail(&server, &sid).await["id"].as_str().unwrap().to_string();
+    let id = call_detail(&server, &sid).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let path = format!("/v1/calls/{id}/stream/messages");
     let payload = jfk_frames()[0].clone();
     for body in [
@@ -394,12 +462,23 @@ async fn messages_are_sent_back_on_a_bidirectional_stream() {
         serde_json::json!({"type": "mark", "name": "prompt-1"}),
         serde_json::json!({"type": "clear"}),
     ] {
-        let (status, resp) = http(server.addr, "POST", &path, Some(&server.api_key), Some(&body)).await;
+        let (status, resp) = http(
+            server.addr,
+            "POST",
+            &path,
+            Some(&server.api_key),
+            Some(&body),
+        )
+        .await;
         assert_eq!(status, 202, "{resp}");
     }
     let mut got = Vec::new();
     while got.len() < 3 {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let Message::Text(t) = msg {
             got.push(serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap());
         }
@@ -408,20 +487,43 @@ async fn messages_are_sent_back_on_a_bidirectional_stream() {
     assert_eq!(got[0]["media"]["payload"], payload.as_str());
     assert_eq!(got[0]["streamSid"], call.stream_sid.as_str());
     assert_eq!(got[1]["mark"]["name"], "prompt-1");
-    assert_eq!(got[2], serde_json::json!({"event": "clear", "streamSid": call.stream_sid}));
+    assert_eq!(
+        got[2],
+        serde_json::json!({"event": "clear", "streamSid": call.stream_sid})
+    );
 
     // Bad payloads and unknown calls are refused.
-    let (status, _) = http(server.addr, "POST", &path, Some(&server.api_key), Some(&serde_json::json!({"type": "media", "payload": "@@"}))).await;
+    let (status, _) = http(
+        server.addr,
+        "POST",
+        &path,
+        Some(&server.api_key),
+        Some(&serde_json::json!({"type": "media", "payload": "@@"})),
+    )
+    .await;
     assert_eq!(status, 400);
-    let (status, _) = http(server.addr, "POST", "/v1/calls/nope/stream/messages", Some(&server.api_key), Some(&serde_json::json!({"type": "clear"}))).await;
+    let (status, _) = http(
+        server.addr,
+        "POST",
+        "/v1/calls/nope/stream/messages",
+        Some(&server.api_key),
+        Some(&serde_json::json!({"type": "clear"})),
+    )
+    .await;
     assert_eq!(status, 404);
     // Twilio echoes the mark once played: it is logged.
     ws.send(call.mark("prompt-1")).await.unwrap();
     ws.send(call.stop()).await.unwrap();
     assert_eq!(expect_close(&mut ws).await.0, 1000);
-    eventually(|| async { call_detail(&server, &sid).await["status"] == "completed" }).await;
+    wait_status(&server, &sid, "completed").await;
     let events = log_events(&call_detail(&server, &sid).await);
-    assert_eq!(events.iter().filter(|e| *e == "stream_message_sent").count(), 3);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| *e == "stream_message_sent")
+            .count(),
+        3
+    );
     assert!(events.contains(&"mark".to_string()));
 }
 
@@ -434,13 +536,23 @@ async fn rest_api_is_authenticated_and_tenant_scoped() {
     ws.send(call.stop()).await.unwrap();
     expect_close(&mut ws).await;
     let sid = call.call_sid.clone();
-    eventually(|| async { call_detail(&server, &sid).await["status"] == "completed" }).await;
-    let id = call_detail(&server, &sid).await["id"].as_str().unwrap().to_string();
+    wait_status(&server, &sid, "completed").await;
+    let id = call_detail(&server, &sid).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let (status, body) = http(server.addr, "GET", "/v1/calls", None, None).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
-    let (status, _) = http(server.addr, "GET", "/v1/calls", Some("csk_000000000000_nope"), None).await;
+    let (status, _) = http(
+        server.addr,
+        "GET",
+        "/v1/calls",
+        Some("csk_000000000000_nope"),
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
 
     let other = server.store.create_tenant("Other", None).await.unwrap();
@@ -450,11 +562,25 @@ async fn rest_api_is_authenticated_and_tenant_scoped() {
         .await
         .unwrap();
     let key = other_key.plaintext.expose();
-    let (status, _) = http(server.addr, "GET", &format!("/v1/calls/{id}"), Some(key), None).await;
+    let (status, _) = http(
+        server.addr,
+        "GET",
+        &format!("/v1/calls/{id}"),
+        Some(key),
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
     let (status, page) = http(server.addr, "GET", "/v1/calls", Some(key), None).await;
     assert_eq!(status, 200);
     assert_eq!(page["calls"].as_array().unwrap().len(), 0);
-    let (status, _) = http(server.addr, "POST", &format!("/v1/calls/{id}/stream/messages"), Some(key), Some(&serde_json::json!({"type": "clear"}))).await;
+    let (status, _) = http(
+        server.addr,
+        "POST",
+        &format!("/v1/calls/{id}/stream/messages"),
+        Some(key),
+        Some(&serde_json::json!({"type": "clear"})),
+    )
+    .await;
     assert_eq!(status, 404);
 }

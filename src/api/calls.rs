@@ -24,7 +24,9 @@ pub async fn list(
 ) -> Result<Json<CallPage>, AppError> {
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(AppError::BadRequest("limit must be between 1 and 500".into()));
+        return Err(AppError::BadRequest(
+            "limit must be between 1 and 500".into(),
+        ));
     }
     let page = state
         .store

@@ -4,8 +4,8 @@
 mod auth;
 mod calls;
 mod error;
-mod twilio_auth;
 pub mod stream;
+mod twilio_auth;
 
 use std::sync::Arc;
 
@@ -20,9 +20,9 @@ pub use stream::{SessionRegistry, SinkFactory};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use twilio_auth::TwilioAuth;
 use crate::secret::Secret;
 use crate::store::Store;
+use twilio_auth::TwilioAuth;
 
 /// Everything request handlers share; cheap to clone.
 #[derive(Clone)]
@@ -72,7 +72,10 @@ pub fn app(state: AppState) -> Router {
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match sqlx::query("SELECT 1").execute(state.store.pool()).await {
         Ok(_) => (axum::http::StatusCode::OK, "ok"),
-        Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable",
+        ),
     }
 }
 

@@ -233,7 +233,11 @@ pub async fn twilio_upgrade(
         None => PreAuth::Pending,
         Some(sig) => {
             let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-            let url = signature::stream_url(state.config.public_url().as_str(), path_and_query);
+            let url =
+                match signature::stream_url(state.config.public_url().as_str(), path_and_query) {
+                    Ok(url) => url,
+                    Err(e) => return AppError::Internal(e.to_string()).into_response(),
+                };
             let sig = sig.to_str().unwrap_or_default();
             match state.twilio.match_signature(&url, &[], sig).await {
                 Ok(Some(creds)) => PreAuth::Signed(creds),
@@ -332,7 +336,9 @@ impl CallLog {
             while let Some(op) = rx.recv().await {
                 let result = match op {
                     LogOp::Append { event, detail, at } => {
-                        store.append_call_log(&tenant, &call, event, &detail, at).await
+                        store
+                            .append_call_log(&tenant, &call, event, &detail, at)
+                            .await
                     }
                     LogOp::End { status, at } => {
                         store.end_call(&tenant, &call, status, at).await.map(|_| ())
@@ -460,7 +466,9 @@ where
     drain(&state, &mut a);
     match ending {
         Ending::Stopped => {
-            let _ = socket.send(close(close_code::NORMAL, "stream stopped")).await;
+            let _ = socket
+                .send(close(close_code::NORMAL, "stream stopped"))
+                .await;
         }
         Ending::Shutdown => {
             let _ = socket
@@ -486,7 +494,8 @@ async fn finish_active(state: &AppState, a: Active, ending: Ending) {
             serde_json::json!({"track": t.as_str(), "frames": s.frames_placed, "silence_samples": s.silence_samples})
         })
         .collect();
-    a.log.append(ending.log_event(), serde_json::json!({ "tracks": stats }));
+    a.log
+        .append(ending.log_event(), serde_json::json!({ "tracks": stats }));
     if let Some(rec) = a.sinks.recording {
         if let Err(e) = rec.close().await {
             tracing::error!(call_id = %a.ctx.call_id, error = %e, "recording sink incomplete");
@@ -594,10 +603,7 @@ async fn handle_text(
 }
 
 fn track_of(t: StreamTrack) -> Track {
-    match t {
-        StreamTrack::Inbound => Track::Caller,
-        StreamTrack::Outbound => Track::Agent,
-    }
+    t.into()
 }
 
 /// Authenticates a `start` and sets the stream up. Nothing is allocated until
@@ -638,7 +644,8 @@ async fn start(
             claims.tenant_id
         }
     };
-    let codec = Codec::from_mime(&s.media_format.encoding).ok_or("unsupported media encoding")?;
+    let codec =
+        Codec::from_mime(&s.media_format.encoding).map_err(|_| "unsupported media encoding")?;
     if s.media_format.channels != 1 {
         return Err("only mono media is supported");
     }
@@ -668,7 +675,7 @@ async fn start(
 
     let cfg = &state.config.stream;
     let mut media_cfg = SessionConfig::new(codec, s.media_format.sample_rate);
-    media_cfg.reorder_window_ms = cfg.reorder_window_ms;
+    media_cfg.reorder_window_ms = cfg.reorder_window_ms.into();
     media_cfg.max_hold = Duration::from_millis(cfg.max_hold_ms);
     let media = MediaSession::new(media_cfg).map_err(|_| "unsupported media format")?;
 
@@ -722,8 +729,10 @@ fn drain(state: &AppState, a: &mut Active) {
                         a.recording_failed = true;
                         state.metrics.dropped("recording_overflow", 1);
                         tracing::error!(call_id = %a.ctx.call_id, "recording sink overflowed");
-                        a.log
-                            .append("recording_failed", serde_json::json!({"reason": "overflow"}));
+                        a.log.append(
+                            "recording_failed",
+                            serde_json::json!({"reason": "overflow"}),
+                        );
                     }
                 }
             }
@@ -736,6 +745,11 @@ fn drain(state: &AppState, a: &mut Active) {
             }
             MediaEvent::Dropped { reason, .. } => state.metrics.dropped(reason.as_str(), 1),
             MediaEvent::GapFilled { .. } => {}
+            MediaEvent::GapSkipped {
+                track, duration_ms, ..
+            } => {
+                tracing::warn!(call_id = %a.ctx.call_id, track = track.as_str(), duration_ms, "timestamp jump: gap too long to fill");
+            }
         }
     }
 }

@@ -7,8 +7,6 @@
 //! process) are picked up by reloading on a miss, at most once a second so bad
 //! signatures cannot hammer the database.
 
-use std::time::{Duration, Instant};
-
 use tokio::sync::RwLock;
 
 use crate::providers::twilio::signature;

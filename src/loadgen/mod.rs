@@ -102,7 +102,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if let Ok(s) = metrics_text::fetch(&url).await {
-                    peak.fetch_max(s.gauge("callstream_active_streams") as i64, Ordering::Relaxed);
+                    peak.fetch_max(
+                        s.gauge("callstream_active_streams") as i64,
+                        Ordering::Relaxed,
+                    );
                 }
             }
         })

@@ -59,7 +59,12 @@ fn key_prefix(plaintext: &str) -> Option<&str> {
 }
 
 impl Store {
-    pub async fn create_api_key(&self, tenant_id: &str, name: &str, role: Role) -> Result<NewApiKey> {
+    pub async fn create_api_key(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<NewApiKey> {
         let mut rng = rand::thread_rng();
         let mut prefix = [0u8; 6];
         let mut secret = [0u8; 32];
@@ -142,8 +147,16 @@ mod tests {
 
         let mut tampered = key.to_string();
         tampered.push('x');
-        assert!(store.authenticate_api_key(&tampered).await.unwrap().is_none());
-        assert!(store.authenticate_api_key("csk_short").await.unwrap().is_none());
+        assert!(store
+            .authenticate_api_key(&tampered)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .authenticate_api_key("csk_short")
+            .await
+            .unwrap()
+            .is_none());
         assert!(store.authenticate_api_key("").await.unwrap().is_none());
         // The plaintext is not stored anywhere.
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE key_hash = $1")

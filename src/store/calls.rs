@@ -345,11 +345,24 @@ mod tests {
             Err(StoreError::NotFound)
         ));
         store
-            .append_call_log(&a.id, &call.id, "dtmf", &serde_json::json!({"digit": "1"}), 1_500)
+            .append_call_log(
+                &a.id,
+                &call.id,
+                "dtmf",
+                &serde_json::json!({"digit": "1"}),
+                1_500,
+            )
             .await
             .unwrap();
-        assert!(store.list_call_logs(&b.id, &call.id).await.unwrap().is_empty());
-        assert_eq!(store.list_call_logs(&a.id, &call.id).await.unwrap().len(), 1);
+        assert!(store
+            .list_call_logs(&b.id, &call.id)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.list_call_logs(&a.id, &call.id).await.unwrap().len(),
+            1
+        );
 
         let ended = store
             .end_call(&a.id, &call.id, CallStatus::Completed, 61_000)

@@ -62,8 +62,7 @@ impl Store {
             Backend::Postgres
         };
         if backend == Backend::Sqlite {
-            if let Some(parent) = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_owned()))
-            {
+            if let Some(parent) = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_owned())) {
                 if !parent.as_os_str().is_empty() {
                     std::fs::create_dir_all(&parent).map_err(|e| {
                         StoreError::Database(sqlx::Error::Configuration(

@@ -54,7 +54,10 @@ impl SinkFactory for CaptureSinks {
             }
         });
         SinkSet {
-            recording: Some(SpillingSender::new(rec_tx, SpillingSender::<PcmChunk>::DEFAULT_MAX_BACKLOG)),
+            recording: Some(SpillingSender::new(
+                rec_tx,
+                SpillingSender::<PcmChunk>::DEFAULT_MAX_BACKLOG,
+            )),
             transcription: Some(SheddingSender::new(asr_tx)),
         }
     }
@@ -143,7 +146,9 @@ impl TestServer {
             req.headers_mut()
                 .insert("X-Twilio-Signature", sig.parse().unwrap());
         }
-        tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
+        tokio_tungstenite::connect_async(req)
+            .await
+            .map(|(ws, _)| ws)
     }
 
     /// GET with the tenant's key; returns (status, JSON body).
@@ -199,7 +204,10 @@ pub async fn http(
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap();
     let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = String::new();
         let mut b = rest;
         while let Some((size, r)) = b.split_once("\r\n") {
@@ -214,7 +222,10 @@ pub async fn http(
     } else {
         rest.to_string()
     };
-    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// The JFK fixture as base64 μ-law 20 ms frames at 8 kHz.
@@ -261,21 +272,45 @@ impl Call {
         }))
     }
 
-    pub fn media(&mut self, track: StreamTrack, chunk: u64, timestamp_ms: u64, payload: &str) -> Message {
+    pub fn media(
+        &mut self,
+        track: StreamTrack,
+        chunk: u64,
+        timestamp_ms: u64,
+        payload: &str,
+    ) -> Message {
         let mut text = String::new();
         let seq = self.next_seq();
-        frames::media(&mut text, &self.stream_sid, seq, track, chunk, timestamp_ms, payload);
+        frames::media(
+            &mut text,
+            &self.stream_sid,
+            seq,
+            track,
+            chunk,
+            timestamp_ms,
+            payload,
+        );
         Message::text(text)
     }
 
     pub fn stop(&mut self) -> Message {
         let seq = self.next_seq();
-        Message::text(frames::stop(&self.stream_sid, seq, ACCOUNT_SID, &self.call_sid))
+        Message::text(frames::stop(
+            &self.stream_sid,
+            seq,
+            ACCOUNT_SID,
+            &self.call_sid,
+        ))
     }
 
     pub fn dtmf(&mut self, digit: char) -> Message {
         let seq = self.next_seq();
-        Message::text(frames::dtmf(&self.stream_sid, seq, StreamTrack::Inbound, digit))
+        Message::text(frames::dtmf(
+            &self.stream_sid,
+            seq,
+            StreamTrack::Inbound,
+            digit,
+        ))
     }
 
     pub fn mark(&mut self, name: &str) -> Message {
