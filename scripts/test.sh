@@ -13,6 +13,9 @@ if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
   fi
   if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     export CALLSTREAM_TEST_POSTGRES_URL="${CALLSTREAM_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+    # Each test run makes its own schemas; drop those of earlier runs.
+    psql "$CALLSTREAM_TEST_POSTGRES_URL" -Atqc "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'cstest\_%'" 2>/dev/null \
+      | while read -r s; do psql "$CALLSTREAM_TEST_POSTGRES_URL" -qc "DROP SCHEMA $s CASCADE" >/dev/null 2>&1 || true; done
   fi
 fi
 

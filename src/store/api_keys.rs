@@ -134,36 +134,37 @@ mod tests {
 
     #[tokio::test]
     async fn keys_authenticate_only_exactly() {
-        let (store, _dir) = testing::sqlite().await;
-        let tenant = store.create_tenant("Acme", None).await.unwrap();
-        let new = store
-            .create_api_key(&tenant.id, "admin", Role::Admin)
-            .await
-            .unwrap();
-        let key = new.plaintext.expose();
-        let p = store.authenticate_api_key(key).await.unwrap().unwrap();
-        assert_eq!(p.tenant_id, tenant.id);
-        assert_eq!(p.role, Role::Admin);
+        for store in testing::stores().await {
+            let tenant = store.create_tenant("Acme", None).await.unwrap();
+            let new = store
+                .create_api_key(&tenant.id, "admin", Role::Admin)
+                .await
+                .unwrap();
+            let key = new.plaintext.expose();
+            let p = store.authenticate_api_key(key).await.unwrap().unwrap();
+            assert_eq!(p.tenant_id, tenant.id);
+            assert_eq!(p.role, Role::Admin);
 
-        let mut tampered = key.to_string();
-        tampered.push('x');
-        assert!(store
-            .authenticate_api_key(&tampered)
-            .await
-            .unwrap()
-            .is_none());
-        assert!(store
-            .authenticate_api_key("csk_short")
-            .await
-            .unwrap()
-            .is_none());
-        assert!(store.authenticate_api_key("").await.unwrap().is_none());
-        // The plaintext is not stored anywhere.
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE key_hash = $1")
-            .bind(key)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(n, 0);
+            let mut tampered = key.to_string();
+            tampered.push('x');
+            assert!(store
+                .authenticate_api_key(&tampered)
+                .await
+                .unwrap()
+                .is_none());
+            assert!(store
+                .authenticate_api_key("csk_short")
+                .await
+                .unwrap()
+                .is_none());
+            assert!(store.authenticate_api_key("").await.unwrap().is_none());
+            // The plaintext is not stored anywhere.
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE key_hash = $1")
+                .bind(key)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(n, 0);
+        }
     }
 }

@@ -317,98 +317,100 @@ mod tests {
 
     #[tokio::test]
     async fn lifecycle_is_tenant_scoped() {
-        let (store, _dir) = testing::sqlite().await;
-        let a = store.create_tenant("A", None).await.unwrap();
-        let b = store.create_tenant("B", None).await.unwrap();
+        for store in testing::stores().await {
+            let a = store.create_tenant("A", None).await.unwrap();
+            let b = store.create_tenant("B", None).await.unwrap();
 
-        let call = store
-            .start_stream_call(&a.id, &stream_call("CA1", "MZ1"), 1_000)
-            .await
-            .unwrap();
-        assert_eq!(call.status, CallStatus::InProgress);
-        // The same callSid in the same tenant matches; another tenant gets its own.
-        let again = store
-            .start_stream_call(&a.id, &stream_call("CA1", "MZ2"), 2_000)
-            .await
-            .unwrap();
-        assert_eq!(again.id, call.id);
-        assert_eq!(again.stream_id.as_deref(), Some("MZ2"));
-        assert_eq!(again.started_at, Some(1_000));
-        let other = store
-            .start_stream_call(&b.id, &stream_call("CA1", "MZ3"), 2_000)
-            .await
-            .unwrap();
-        assert_ne!(other.id, call.id);
+            let call = store
+                .start_stream_call(&a.id, &stream_call("CA1", "MZ1"), 1_000)
+                .await
+                .unwrap();
+            assert_eq!(call.status, CallStatus::InProgress);
+            // The same callSid in the same tenant matches; another tenant gets its own.
+            let again = store
+                .start_stream_call(&a.id, &stream_call("CA1", "MZ2"), 2_000)
+                .await
+                .unwrap();
+            assert_eq!(again.id, call.id);
+            assert_eq!(again.stream_id.as_deref(), Some("MZ2"));
+            assert_eq!(again.started_at, Some(1_000));
+            let other = store
+                .start_stream_call(&b.id, &stream_call("CA1", "MZ3"), 2_000)
+                .await
+                .unwrap();
+            assert_ne!(other.id, call.id);
 
-        assert!(matches!(
-            store.get_call(&b.id, &call.id).await,
-            Err(StoreError::NotFound)
-        ));
-        store
-            .append_call_log(
-                &a.id,
-                &call.id,
-                "dtmf",
-                &serde_json::json!({"digit": "1"}),
-                1_500,
-            )
-            .await
-            .unwrap();
-        assert!(store
-            .list_call_logs(&b.id, &call.id)
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(
-            store.list_call_logs(&a.id, &call.id).await.unwrap().len(),
-            1
-        );
+            assert!(matches!(
+                store.get_call(&b.id, &call.id).await,
+                Err(StoreError::NotFound)
+            ));
+            store
+                .append_call_log(
+                    &a.id,
+                    &call.id,
+                    "dtmf",
+                    &serde_json::json!({"digit": "1"}),
+                    1_500,
+                )
+                .await
+                .unwrap();
+            assert!(store
+                .list_call_logs(&b.id, &call.id)
+                .await
+                .unwrap()
+                .is_empty());
+            assert_eq!(
+                store.list_call_logs(&a.id, &call.id).await.unwrap().len(),
+                1
+            );
 
-        let ended = store
-            .end_call(&a.id, &call.id, CallStatus::Completed, 61_000)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(ended.duration_ms, Some(60_000));
-        // A second ending changes nothing.
-        assert!(store
-            .end_call(&a.id, &call.id, CallStatus::Interrupted, 70_000)
-            .await
-            .unwrap()
-            .is_none());
-        assert!(store
-            .end_call(&b.id, &call.id, CallStatus::Completed, 70_000)
-            .await
-            .unwrap()
-            .is_none());
+            let ended = store
+                .end_call(&a.id, &call.id, CallStatus::Completed, 61_000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(ended.duration_ms, Some(60_000));
+            // A second ending changes nothing.
+            assert!(store
+                .end_call(&a.id, &call.id, CallStatus::Interrupted, 70_000)
+                .await
+                .unwrap()
+                .is_none());
+            assert!(store
+                .end_call(&b.id, &call.id, CallStatus::Completed, 70_000)
+                .await
+                .unwrap()
+                .is_none());
+        }
     }
 
     #[tokio::test]
     async fn pages_newest_first() {
-        let (store, _dir) = testing::sqlite().await;
-        let a = store.create_tenant("A", None).await.unwrap();
-        for i in 0..5 {
-            let sid = format!("CA{i}");
-            store
-                .start_stream_call(&a.id, &stream_call(&sid, "MZ"), i)
+        for store in testing::stores().await {
+            let a = store.create_tenant("A", None).await.unwrap();
+            for i in 0..5 {
+                let sid = format!("CA{i}");
+                store
+                    .start_stream_call(&a.id, &stream_call(&sid, "MZ"), i)
+                    .await
+                    .unwrap();
+            }
+            let first = store.list_calls(&a.id, 2, None).await.unwrap();
+            assert_eq!(first.calls[0].external_call_id, "CA4");
+            let second = store
+                .list_calls(&a.id, 2, first.next_cursor.as_deref())
                 .await
                 .unwrap();
-        }
-        let first = store.list_calls(&a.id, 2, None).await.unwrap();
-        assert_eq!(first.calls[0].external_call_id, "CA4");
-        let second = store
-            .list_calls(&a.id, 2, first.next_cursor.as_deref())
-            .await
-            .unwrap();
-        assert_eq!(second.calls[0].external_call_id, "CA2");
-        let third = store
-            .list_calls(&a.id, 2, second.next_cursor.as_deref())
-            .await
-            .unwrap();
-        assert_eq!(third.calls.len(), 1);
-        assert!(third.next_cursor.is_none());
+            assert_eq!(second.calls[0].external_call_id, "CA2");
+            let third = store
+                .list_calls(&a.id, 2, second.next_cursor.as_deref())
+                .await
+                .unwrap();
+            assert_eq!(third.calls.len(), 1);
+            assert!(third.next_cursor.is_none());
 
-        let open = store.interrupt_open_calls(100).await.unwrap();
-        assert_eq!(open.len(), 5);
+            let open = store.interrupt_open_calls(100).await.unwrap();
+            assert_eq!(open.len(), 5);
+        }
     }
 }

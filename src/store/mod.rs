@@ -181,11 +181,64 @@ pub(crate) use text_enum;
 pub(crate) mod testing {
     use super::Store;
 
-    /// A fresh migrated SQLite store in a temp dir (kept alive by the guard).
-    pub async fn sqlite() -> (Store, tempfile::TempDir) {
+    /// A fresh migrated store, with what keeps it alive (its temp dir).
+    pub struct TestStore {
+        pub store: Store,
+        _dir: Option<tempfile::TempDir>,
+    }
+
+    impl std::ops::Deref for TestStore {
+        type Target = Store;
+        fn deref(&self) -> &Store {
+            &self.store
+        }
+    }
+
+    /// A fresh migrated SQLite store in a temp dir.
+    pub async fn sqlite() -> TestStore {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        (Store::connect(&url).await.expect("connect"), dir)
+        TestStore {
+            store: Store::connect(&url).await.expect("connect"),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh migrated PostgreSQL store in its own schema, when
+    /// `CALLSTREAM_TEST_POSTGRES_URL` names a server. CI must set it: there a
+    /// missing server fails the tests instead of silently skipping them.
+    pub async fn postgres() -> Option<TestStore> {
+        let Ok(base) = std::env::var("CALLSTREAM_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the store tests on PostgreSQL: set CALLSTREAM_TEST_POSTGRES_URL"
+            );
+            return None;
+        };
+        use sqlx::Executor;
+        sqlx::any::install_default_drivers();
+        let schema = format!("cstest_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::AnyPool::connect(&base)
+            .await
+            .expect("postgres reachable");
+        admin
+            .execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .expect("create schema");
+        admin.close().await;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        Some(TestStore {
+            store: Store::connect(&url).await.expect("connect"),
+            _dir: None,
+        })
+    }
+
+    /// Every backend available: SQLite always, PostgreSQL when configured.
+    pub async fn stores() -> Vec<TestStore> {
+        let mut all = vec![sqlite().await];
+        all.extend(postgres().await);
+        all
     }
 }
 
@@ -204,10 +257,14 @@ mod tests {
 
     #[tokio::test]
     async fn migrates_fresh_database_twice() {
-        let (store, dir) = testing::sqlite().await;
-        store.close().await;
+        let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        Store::connect(&url).await.unwrap().close().await;
         let again = Store::connect(&url).await.unwrap();
         assert_eq!(again.backend(), Backend::Sqlite);
+        if let Some(pg) = testing::postgres().await {
+            assert_eq!(pg.backend(), Backend::Postgres);
+            pg.migrate().await.unwrap();
+        }
     }
 }

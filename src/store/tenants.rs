@@ -127,24 +127,25 @@ mod tests {
 
     #[tokio::test]
     async fn account_sid_maps_to_one_tenant() {
-        let (store, _dir) = testing::sqlite().await;
-        let token = Secret::new("tok");
-        let t = store
-            .create_tenant("Acme", Some(("AC1", &token)))
-            .await
-            .unwrap();
-        let creds = store.twilio_credentials_for("AC1").await.unwrap();
-        assert_eq!(creds.tenant_id, t.id);
-        assert_eq!(creds.auth_token.expose(), "tok");
-        assert!(matches!(
-            store.create_tenant("Other", Some(("AC1", &token))).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(matches!(
-            store.twilio_credentials_for("AC2").await,
-            Err(StoreError::NotFound)
-        ));
-        assert_eq!(store.all_twilio_credentials().await.unwrap().len(), 1);
-        assert_eq!(store.get_tenant(&t.id).await.unwrap().name, "Acme");
+        for store in testing::stores().await {
+            let token = Secret::new("tok");
+            let t = store
+                .create_tenant("Acme", Some(("AC1", &token)))
+                .await
+                .unwrap();
+            let creds = store.twilio_credentials_for("AC1").await.unwrap();
+            assert_eq!(creds.tenant_id, t.id);
+            assert_eq!(creds.auth_token.expose(), "tok");
+            assert!(matches!(
+                store.create_tenant("Other", Some(("AC1", &token))).await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                store.twilio_credentials_for("AC2").await,
+                Err(StoreError::NotFound)
+            ));
+            assert_eq!(store.all_twilio_credentials().await.unwrap().len(), 1);
+            assert_eq!(store.get_tenant(&t.id).await.unwrap().name, "Acme");
+        }
     }
 }
