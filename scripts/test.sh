@@ -12,10 +12,10 @@ if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
     as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
   fi
   if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-    export CALLSTREAM_TEST_POSTGRES_URL="${CALLSTREAM_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+    export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
     # Each test run makes its own schemas; drop those of earlier runs.
-    psql "$CALLSTREAM_TEST_POSTGRES_URL" -Atqc "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'cstest\_%'" 2>/dev/null \
-      | while read -r s; do psql "$CALLSTREAM_TEST_POSTGRES_URL" -qc "DROP SCHEMA $s CASCADE" >/dev/null 2>&1 || true; done
+    psql "$TEST_POSTGRES_URL" -Atqc "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'cstest\_%'" 2>/dev/null \
+      | while read -r s; do psql "$TEST_POSTGRES_URL" -qc "DROP SCHEMA $s CASCADE" >/dev/null 2>&1 || true; done
   fi
 fi
 

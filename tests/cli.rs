@@ -1,12 +1,27 @@
 //! The `callstream` binary: tenant creation, config validation, and a real
 //! `serve` process under load from `callstream loadgen`, then SIGTERM.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_callstream");
 const SID: &str = "AC00000000000000000000000000000001";
 const TOKEN: &str = "cli-test-auth-token";
+
+/// `callstream tenant create NAME` with this file's Twilio account.
+fn create_tenant(data: &str, name: &str) -> std::process::Output {
+    callstream(&[
+        "tenant",
+        "create",
+        name,
+        "--data-dir",
+        data,
+        "--twilio-account-sid",
+        SID,
+        "--twilio-auth-token",
+        TOKEN,
+    ])
+}
 
 fn callstream(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
@@ -20,17 +35,7 @@ fn callstream(args: &[&str]) -> std::process::Output {
 fn tenant_create_prints_one_json_object_with_a_working_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let out = callstream(&[
-        "tenant",
-        "create",
-        "Acme",
-        "--data-dir",
-        data,
-        "--twilio-account-sid",
-        SID,
-        "--twilio-auth-token",
-        TOKEN,
-    ]);
+    let out = create_tenant(data, "Acme");
     assert!(
         out.status.success(),
         "{}",
@@ -49,17 +54,7 @@ fn tenant_create_prints_one_json_object_with_a_working_key() {
     assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
 
     // The same account cannot belong to two tenants.
-    let again = callstream(&[
-        "tenant",
-        "create",
-        "Other",
-        "--data-dir",
-        data,
-        "--twilio-account-sid",
-        SID,
-        "--twilio-auth-token",
-        TOKEN,
-    ]);
+    let again = create_tenant(data, "Other");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already belongs"));
 }
@@ -102,23 +97,16 @@ fn free_port() -> u16 {
 fn loadgen_against_serve_then_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let out = callstream(&[
-        "tenant",
-        "create",
-        "Load",
-        "--data-dir",
-        data,
-        "--twilio-account-sid",
-        SID,
-        "--twilio-auth-token",
-        TOKEN,
-    ]);
+    let out = create_tenant(data, "Load");
     assert!(out.status.success());
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    // Debug logging on, to check below that no secret reaches the log.
+    let log_path = dir.path().join("serve.log");
     let mut server = Command::new(BIN)
         .args(["serve", "--data-dir", data, "--listen", &listen])
-        .stderr(Stdio::null())
+        .env("CALLSTREAM_LOG", "debug")
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
     let mut up = false;
@@ -202,4 +190,8 @@ fn loadgen_against_serve_then_sigterm() {
     }
     let _ = server.kill();
     assert!(exited.expect("serve exits after SIGTERM").success());
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("stream started"), "the log is the server's");
+    assert!(!log.contains(TOKEN), "auth token in the log");
 }

@@ -334,15 +334,7 @@ async fn bad_input_is_dropped_counted_and_loses_nothing() {
     ws.send(second.start(&[])).await.unwrap();
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     // The stream goes on.
-    for (i, payload) in frames.iter().enumerate().skip(10) {
-        let ts = i as u64 * 20;
-        ws.send(call.media(StreamTrack::Inbound, i as u64 + 1, ts, payload))
-            .await
-            .unwrap();
-        ws.send(call.media(StreamTrack::Outbound, i as u64 + 1, ts, payload))
-            .await
-            .unwrap();
-    }
+    send_audio_from(&mut ws, &mut call, &frames, 10).await;
     ws.send(call.stop()).await.unwrap();
     assert_eq!(expect_close(&mut ws).await.0, 1000);
 

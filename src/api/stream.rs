@@ -417,7 +417,7 @@ where
                             Flow::Reject(reason) => {
                                 state.metrics.rejected("start_refused");
                                 tracing::warn!(%reason, "stream closed before start");
-                                let _ = socket.send(close(close_code::POLICY, reason)).await;
+                                close_handshake(&mut socket, close(close_code::POLICY, reason)).await;
                                 return;
                             }
                         }
@@ -444,9 +444,8 @@ where
                     None => {
                         state.metrics.rejected("start_timeout");
                         tracing::warn!("stream closed: no authenticated start in time");
-                        let _ = socket
-                            .send(close(close_code::POLICY, "no authenticated start received in time"))
-                            .await;
+                        let frame = close(close_code::POLICY, "no authenticated start received in time");
+                        close_handshake(&mut socket, frame).await;
                         return;
                     }
                     Some(a) => {
@@ -771,6 +770,25 @@ fn outbound_detail(msg: &Outbound) -> serde_json::Value {
         Outbound::Mark { name } => serde_json::json!({"type": "mark", "name": name}),
         Outbound::Clear => serde_json::json!({"type": "clear"}),
     }
+}
+
+/// Sends `frame` and reads (discarding) until the peer's close, briefly, so
+/// the peer gets the reason instead of a TCP reset from unread data.
+async fn close_handshake<S>(socket: &mut S, frame: Message)
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin,
+{
+    if socket.send(frame).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(msg)) = socket.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn close(code: u16, reason: &str) -> Message {

@@ -82,6 +82,7 @@ impl Store {
             role,
             created_at: now_ms(),
         };
+        let _writer = self.writer().await;
         sqlx::query(
             "INSERT INTO api_keys (id, tenant_id, name, role, key_prefix, key_hash, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

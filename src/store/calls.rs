@@ -123,6 +123,9 @@ impl Store {
         // Two attempts: a concurrent insert of the same call makes the first
         // fail on the unique key, after which the update path finds it.
         for _ in 0..2 {
+            // One guard over both statements: on SQLite no other writer of
+            // this process can slip in between.
+            let _writer = self.writer().await;
             let updated = sqlx::query(&format!(
                 "UPDATE calls SET status = $1, stream_id = $2, \
                  started_at = COALESCE(started_at, $3), answered_at = COALESCE(answered_at, $3), \
@@ -180,6 +183,7 @@ impl Store {
         status: CallStatus,
         now: i64,
     ) -> Result<Option<Call>> {
+        let _writer = self.writer().await;
         let row = sqlx::query(&format!(
             "UPDATE calls SET status = $1, ended_at = $2, \
              duration_ms = $2 - COALESCE(answered_at, started_at, created_at), updated_at = $2 \
@@ -243,6 +247,7 @@ impl Store {
         detail: &serde_json::Value,
         at: i64,
     ) -> Result<()> {
+        let _writer = self.writer().await;
         sqlx::query(
             "INSERT INTO call_logs (id, tenant_id, call_id, event, detail, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -285,6 +290,7 @@ impl Store {
     /// gateway starting after a crash (its streams cannot have survived).
     /// Returns (tenant id, call id) of each call marked.
     pub async fn interrupt_open_calls(&self, now: i64) -> Result<Vec<(String, String)>> {
+        let _writer = self.writer().await;
         let rows = sqlx::query(
             "UPDATE calls SET status = 'interrupted', ended_at = $1, \
              duration_ms = $1 - COALESCE(answered_at, started_at, created_at), updated_at = $1 \

@@ -8,6 +8,7 @@ mod calls;
 mod tenants;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -46,6 +47,10 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite allows one writer at a time. Queueing writers here, in order,
+    /// beats letting them spin on SQLITE_BUSY: under a burst of call starts
+    /// the busy handler's sleeps made writes time out. `None` on PostgreSQL.
+    write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -91,7 +96,13 @@ impl Store {
             });
         }
         let pool = options.connect(url).await?;
-        let store = Self { pool, backend };
+        let write_lock =
+            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let store = Self {
+            pool,
+            backend,
+            write_lock,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -102,6 +113,14 @@ impl Store {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// Held for the duration of one write statement (SQLite only).
+    async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -205,13 +224,13 @@ pub(crate) mod testing {
     }
 
     /// A fresh migrated PostgreSQL store in its own schema, when
-    /// `CALLSTREAM_TEST_POSTGRES_URL` names a server. CI must set it: there a
+    /// `TEST_POSTGRES_URL` names a server. CI must set it: there a
     /// missing server fails the tests instead of silently skipping them.
     pub async fn postgres() -> Option<TestStore> {
-        let Ok(base) = std::env::var("CALLSTREAM_TEST_POSTGRES_URL") else {
+        let Ok(base) = std::env::var("TEST_POSTGRES_URL") else {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "CI must run the store tests on PostgreSQL: set CALLSTREAM_TEST_POSTGRES_URL"
+                "CI must run the store tests on PostgreSQL: set TEST_POSTGRES_URL"
             );
             return None;
         };

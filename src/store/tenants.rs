@@ -35,6 +35,7 @@ impl Store {
             twilio_account_sid: twilio.map(|(sid, _)| sid.to_string()),
             created_at: now_ms(),
         };
+        let _writer = self.writer().await;
         let result = sqlx::query(
             "INSERT INTO tenants (id, name, twilio_account_sid, twilio_auth_token, created_at, \
              updated_at) VALUES ($1, $2, $3, $4, $5, $5)",

@@ -321,7 +321,13 @@ impl Call {
 
 /// Sends both tracks of `frames` (caller and agent) as Twilio would.
 pub async fn send_audio(ws: &mut Ws, call: &mut Call, frames: &[String]) {
-    for (i, payload) in frames.iter().enumerate() {
+    send_audio_from(ws, call, frames, 0).await
+}
+
+/// Like [`send_audio`], starting at frame `first` (timestamps as if the
+/// frames before it had been sent).
+pub async fn send_audio_from(ws: &mut Ws, call: &mut Call, frames: &[String], first: usize) {
+    for (i, payload) in frames.iter().enumerate().skip(first) {
         let ts = i as u64 * 20;
         ws.feed(call.media(StreamTrack::Inbound, i as u64 + 1, ts, payload))
             .await
