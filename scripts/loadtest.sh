@@ -19,7 +19,7 @@ token=$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 "$bin" tenant create LoadTest --data-dir "$dir" --twilio-account-sid "$sid" --twilio-auth-token "$token" >/dev/null
 CALLSTREAM_LOG=warn "$bin" serve --data-dir "$dir" --listen "127.0.0.1:$port" "$@" 2>"$dir/serve.log" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; cp "$dir/serve.log" "${TMPDIR:-/tmp}/callstream-loadtest.log"; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }

@@ -74,6 +74,13 @@ pub struct Report {
     pub peak_active_streams: i64,
     pub errors: u64,
     pub error_samples: Vec<String>,
+    /// Frames the generator itself sent more than one frame period (20 ms)
+    /// behind their real-time schedule: non-zero means this machine could
+    /// not keep the load real-time, so the run overstates nothing but
+    /// understates pressure.
+    pub frames_sent_late: u64,
+    /// Worst lag of a frame behind its schedule, client side.
+    pub max_send_lag_ms: f64,
     pub duration_s: f64,
 }
 
@@ -90,6 +97,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let before = metrics_text::fetch(&metrics_url).await?;
     let signature = signature::compute(opts.auth_token.expose(), &opts.url, &[]);
     let sent = Arc::new(AtomicU64::new(0));
+    let pacing = Arc::new(Pacing::default());
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let started = Instant::now();
     let frame_count = (opts.duration * 1000 / 20) as usize;
@@ -127,9 +135,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         };
         let frames = frames.clone();
         let sent = sent.clone();
+        let pacing = pacing.clone();
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
-            match run_stream(stream, &frames, &sent).await {
+            match run_stream(stream, &frames, &sent, &pacing).await {
                 Ok(()) => true,
                 Err(e) => {
                     if let Ok(mut errs) = errors.lock() {
@@ -168,8 +177,17 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         peak_active_streams,
         errors: errs.len() as u64,
         error_samples: errs.into_iter().take(5).collect(),
+        frames_sent_late: pacing.late.load(Ordering::Relaxed),
+        max_send_lag_ms: pacing.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
         duration_s,
     })
+}
+
+/// How well the generator kept to real time.
+#[derive(Default)]
+struct Pacing {
+    late: AtomicU64,
+    max_lag_us: AtomicU64,
 }
 
 struct StreamSpec {
@@ -181,7 +199,12 @@ struct StreamSpec {
     start_at: Instant,
 }
 
-async fn run_stream(spec: StreamSpec, frames: &[String], sent: &AtomicU64) -> anyhow::Result<()> {
+async fn run_stream(
+    spec: StreamSpec,
+    frames: &[String],
+    sent: &AtomicU64,
+    pacing: &Pacing,
+) -> anyhow::Result<()> {
     tokio::time::sleep_until(spec.start_at).await;
     let mut request = spec.url.as_str().into_client_request()?;
     request
@@ -214,8 +237,17 @@ async fn run_stream(spec: StreamSpec, frames: &[String], sent: &AtomicU64) -> an
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
     // The agent track plays the same audio half a loop later.
     let offset = frames.len() / 2;
+    let first_tick = Instant::now();
     for chunk in 0..spec.frame_count {
         tick.tick().await;
+        let due = first_tick + Duration::from_millis(chunk as u64 * 20);
+        let lag = Instant::now().saturating_duration_since(due);
+        if lag > Duration::from_millis(20) {
+            pacing.late.fetch_add(2, Ordering::Relaxed);
+        }
+        pacing
+            .max_lag_us
+            .fetch_max(lag.as_micros() as u64, Ordering::Relaxed);
         let timestamp = chunk as u64 * 20;
         for (track, pos) in [
             (StreamTrack::Inbound, chunk),
