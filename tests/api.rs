@@ -93,8 +93,9 @@ async fn calls_need_a_valid_key_and_errors_are_json() {
 
     let (status, _, body) = send(&f.state, get("/v1/calls?limit=0", Some(&f.key))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, _, _) = send(&f.state, get("/v1/calls?bogus=1", Some(&f.key))).await;
+    let (status, _, body) = send(&f.state, get("/v1/calls?bogus=1", Some(&f.key))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("\"bad_request\""), "{body}");
     let (status, _, body) = send(
         &f.state,
         get(
@@ -133,6 +134,8 @@ async fn oversized_and_malformed_json_bodies_are_refused() {
         .header("content-type", "application/json")
         .body(Body::from("{\"type\":\"shout\"}"))
         .unwrap();
-    let (status, _, _) = send(&f.state, req).await;
+    let (status, _, body) = send(&f.state, req).await;
     assert!(status.is_client_error());
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "bad_request");
 }

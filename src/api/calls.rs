@@ -1,10 +1,11 @@
 //! Call records: list and detail, tenant-scoped.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
+use super::error::ApiQuery;
 use super::{AppError, AppState};
 use crate::store::{Call, CallLog, CallPage};
 
@@ -20,7 +21,7 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     Auth(who): Auth,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<CallPage>, AppError> {
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {

@@ -20,7 +20,6 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -28,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::auth::Auth;
+use super::error::ApiJson;
 use super::{AppError, AppState};
 use crate::media::codec::Codec;
 use crate::media::session::{MediaEvent, MediaSession, PcmChunk, SessionConfig, WidebandChunk};
@@ -189,7 +189,7 @@ pub async fn send_to_stream(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(call_id): Path<String>,
-    Json(msg): Json<Outbound>,
+    ApiJson(msg): ApiJson<Outbound>,
 ) -> Result<StatusCode, AppError> {
     if let Outbound::Media { payload } = &msg {
         let mut buf = Vec::new();
