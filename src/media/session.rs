@@ -23,9 +23,11 @@ pub struct SessionConfig {
     /// Longest any frame waits for a missing one, so a lost frame costs bounded
     /// latency even when frames trickle in.
     pub max_hold: Duration,
-    /// Longest gap filled with silence. Silence is materialised, so this bounds
-    /// what one frame can cost; a longer gap (a stall or a bogus timestamp) is
-    /// skipped and reported instead.
+    /// Longest gap filled with silence (a caller on hold sends nothing); a
+    /// longer one is skipped and reported instead. A frame stamped further than
+    /// this from the track, ahead or behind, is not trusted alone: it moves the
+    /// timeline only once consistent followers confirm it (see
+    /// [`Placer`]).
     pub max_gap_ms: u64,
 }
 
@@ -72,6 +74,12 @@ pub enum MediaEvent {
     },
     /// A gap longer than `max_gap_ms` was skipped: the next chunks start later
     /// than the previous ones ended.
+    ///
+    /// `duration_ms == 0` marks a timeline reset instead: the provider's
+    /// timestamps restarted far behind the track, and from `start_ms` on its
+    /// audio continues contiguously, re-anchored onto the track's timeline (see
+    /// [`TrackStats::timeline_resets`]). A variant of its own would need every
+    /// exhaustive `match` on this enum to change with it.
     GapSkipped {
         track: Track,
         start_ms: u64,
@@ -94,8 +102,9 @@ impl MediaEvent {
 /// Placed audio at the input rate.
 ///
 /// Per track, each chunk starts where the previous one ended (except after a
-/// [`MediaEvent::GapSkipped`]), and `start_sample / sample_rate` is the time
-/// since stream start, so the two tracks align.
+/// [`MediaEvent::GapSkipped`] with a non-zero duration), and `start_sample /
+/// sample_rate` is the time since stream start, so the two tracks align; after
+/// a timeline reset it is the time on the track's re-anchored timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PcmChunk {
     pub track: Track,
@@ -129,6 +138,9 @@ pub struct TrackStats {
     pub skipped_samples: u64,
     /// Samples emitted at 16 kHz.
     pub wideband_samples: u64,
+    /// Times the provider's timestamps restarted far behind the track and the
+    /// following audio was re-anchored to continue where the track was.
+    pub timeline_resets: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 
@@ -293,7 +305,17 @@ impl TrackState {
                     events.push_back(MediaEvent::GapSkipped {
                         track: self.track,
                         start_ms: samples_to_ms(start, rate),
-                        duration_ms: samples_to_ms(len, rate),
+                        // Rounded up: zero is how a timeline reset is told apart.
+                        duration_ms: (u128::from(len) * 1000).div_ceil(u128::from(rate)) as u64,
+                    });
+                }
+                Placement::Reanchored { at, .. } => {
+                    // Contiguous at both rates: the resampler just carries on.
+                    self.stats.timeline_resets += 1;
+                    events.push_back(MediaEvent::GapSkipped {
+                        track: self.track,
+                        start_ms: samples_to_ms(at, rate),
+                        duration_ms: 0,
                     });
                 }
                 Placement::Dropped(reason) => self.dropped(reason, events),
@@ -416,6 +438,8 @@ mod tests {
                     }
                     MediaEvent::Dropped { track, reason } => self.drops.push((track, reason)),
                     MediaEvent::GapFilled { .. } => self.gaps.push(event),
+                    // A timeline reset: output stays contiguous.
+                    MediaEvent::GapSkipped { duration_ms: 0, .. } => self.gaps.push(event),
                     MediaEvent::GapSkipped { .. } => {
                         self.next_pcm[i] = None;
                         self.next_wide[i] = None;
@@ -633,12 +657,70 @@ mod tests {
     }
 
     fn run_in_order() -> Output {
+        run_in_order_for(250)
+    }
+
+    fn run_in_order_for(frames: u64) -> Output {
         let mut sim = Sim::new();
-        for f in 0..250 {
+        for f in 0..frames {
             sim.send(f * FRAME_MS, Track::Caller, f);
         }
         sim.finish();
         sim.out
+    }
+
+    #[test]
+    fn an_outlier_in_normal_audio_costs_only_that_frame() {
+        let reference = run_in_order();
+        let mut sim = Sim::new();
+        for f in 0..250 {
+            if f == 120 {
+                // A bogus timestamp an hour ahead; frame 120 itself arrives too.
+                let now = sim.at(f * FRAME_MS);
+                sim.session
+                    .handle_frame(now, Track::Caller, 3_600_000, &payload(f))
+                    .unwrap();
+            }
+            sim.send(f * FRAME_MS, Track::Caller, f);
+        }
+        sim.finish();
+        assert_eq!(sim.out.pcm[0], reference.pcm[0]);
+        assert_eq!(sim.out.wide[0], reference.wide[0]);
+        assert_eq!(sim.out.drops, [(Track::Caller, DropReason::OutOfRange)]);
+        assert!(sim.out.gaps.is_empty());
+        let stats = sim.session.stats(Track::Caller);
+        assert_eq!(stats.drops(DropReason::OutOfRange), 1);
+        assert_eq!(stats.frames_placed, 250);
+    }
+
+    #[test]
+    fn a_timestamp_reset_continues_seamlessly() {
+        // 12 s of a continuous tone; at frame 600 the provider's timestamps restart at 0.
+        let reference = run_in_order_for(650);
+        let mut sim = Sim::new();
+        for f in 0..650 {
+            let ts = if f < 600 { f } else { f - 600 } * FRAME_MS;
+            let now = sim.at(f * FRAME_MS);
+            sim.advance(f * FRAME_MS);
+            sim.session
+                .handle_frame(now, Track::Caller, ts, &payload(f))
+                .unwrap();
+            sim.out.collect(&mut sim.session);
+        }
+        sim.finish();
+        // Contiguous at both rates across the reset (the collector checks it),
+        // and sample for sample what an unbroken timeline gives.
+        assert_eq!(sim.out.pcm[0], reference.pcm[0]);
+        assert_eq!(sim.out.wide[0], reference.wide[0]);
+        let reset = MediaEvent::GapSkipped {
+            track: Track::Caller,
+            start_ms: 12_000,
+            duration_ms: 0,
+        };
+        assert_eq!(sim.out.gaps, [reset]);
+        assert!(sim.out.drops.is_empty());
+        let stats = sim.session.stats(Track::Caller);
+        assert_eq!((stats.timeline_resets, stats.skipped_samples), (1, 0));
     }
 
     #[test]
@@ -687,7 +769,10 @@ mod tests {
     fn long_gap_is_skipped_and_wideband_stays_aligned() {
         let mut sim = Sim::new();
         sim.send(0, Track::Caller, 0);
-        sim.send(20, Track::Caller, 1_000); // 20 s later
+        // 20 s later, confirmed by the frames that follow.
+        for (i, f) in (1_000..1_003).enumerate() {
+            sim.send(20 + 20 * i as u64, Track::Caller, f);
+        }
         sim.finish();
         let skip = MediaEvent::GapSkipped {
             track: Track::Caller,
@@ -695,9 +780,10 @@ mod tests {
             duration_ms: 19_980,
         };
         assert_eq!(sim.out.gaps, [skip]);
-        assert_eq!(sim.out.next_pcm[0], Some(1_001 * FRAME_LEN as u64));
-        assert_eq!(sim.out.next_wide[0], Some(2 * 1_001 * FRAME_LEN as u64));
-        assert_eq!(sim.out.wide[0].len(), 4 * FRAME_LEN);
+        assert!(sim.out.drops.is_empty());
+        assert_eq!(sim.out.next_pcm[0], Some(1_003 * FRAME_LEN as u64));
+        assert_eq!(sim.out.next_wide[0], Some(2 * 1_003 * FRAME_LEN as u64));
+        assert_eq!(sim.out.wide[0].len(), 8 * FRAME_LEN);
         let stats = sim.session.stats(Track::Caller);
         assert_eq!(stats.skipped_samples, 999 * FRAME_LEN as u64);
     }
@@ -765,6 +851,7 @@ mod tests {
                     0 => u64::MAX - rng.below(3),
                     1 => rng.next(),
                     2 => ts.saturating_sub(rng.below(200)),
+                    4 => rng.below(100),
                     3 => ts.saturating_add(rng.below(3_000)),
                     _ => ts.saturating_add(rng.below(40)),
                 };
