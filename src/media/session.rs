@@ -105,6 +105,7 @@ impl MediaEvent {
 /// [`MediaEvent::GapSkipped`] with a non-zero duration), and `start_sample /
 /// sample_rate` is the time since stream start, so the two tracks align; after
 /// a timeline reset it is the time on the track's re-anchored timeline.
+/// Silence comes in chunks of at most one second.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PcmChunk {
     pub track: Track,
@@ -292,8 +293,15 @@ impl TrackState {
                         duration_ms: samples_to_ms(len, rate),
                     });
                     self.stats.silence_samples += len;
-                    // `len` is at most `max_gap_ms` of samples.
-                    self.pcm(start, vec![0; len as usize], true, events);
+                    // Up to `max_gap_ms` of it: in bounded chunks, so no consumer
+                    // meets a surprise allocation of many seconds.
+                    let end = start.saturating_add(len);
+                    let mut at = start;
+                    while at < end {
+                        let n = (end - at).min(u64::from(rate) * SILENCE_CHUNK_SECS);
+                        self.pcm(at, vec![0; n as usize], true, events);
+                        at += n;
+                    }
                 }
                 Placement::Skipped { start, len } => {
                     // Close the resampled segment so its tail lands before the jump.
@@ -372,6 +380,10 @@ impl TrackState {
     }
 }
 
+/// Longest [`PcmChunk`] of filled-in silence, in seconds; its [`WidebandChunk`]
+/// is no longer either.
+const SILENCE_CHUNK_SECS: u64 = 1;
+
 fn samples_to_ms(samples: u64, rate: u32) -> u64 {
     (u128::from(samples) * 1000 / u128::from(rate)) as u64
 }
@@ -414,6 +426,8 @@ mod tests {
         /// Where each track's next chunk must start, unless a skip came between.
         next_pcm: [Option<u64>; 2],
         next_wide: [Option<u64>; 2],
+        /// Longest chunk seen per track, at the input rate and at 16 kHz.
+        longest: [(usize, usize); 2],
     }
 
     impl Output {
@@ -426,6 +440,7 @@ mod tests {
                         let expected = self.next_pcm[i].unwrap_or(c.start_sample);
                         assert_eq!(c.start_sample, expected, "pcm contiguity");
                         self.next_pcm[i] = Some(c.start_sample + c.samples.len() as u64);
+                        self.longest[i].0 = self.longest[i].0.max(c.samples.len());
                         self.silence[i].extend(c.samples.iter().map(|_| c.silence));
                         self.pcm[i].extend(c.samples);
                     }
@@ -434,6 +449,7 @@ mod tests {
                         assert_eq!(c.start_sample, expected, "wideband contiguity");
                         assert!(c.samples.iter().all(|s| (-1.0..=1.0).contains(s)));
                         self.next_wide[i] = Some(c.start_sample + c.samples.len() as u64);
+                        self.longest[i].1 = self.longest[i].1.max(c.samples.len());
                         self.wide[i].extend(c.samples);
                     }
                     MediaEvent::Dropped { track, reason } => self.drops.push((track, reason)),
@@ -721,6 +737,29 @@ mod tests {
         assert!(sim.out.drops.is_empty());
         let stats = sim.session.stats(Track::Caller);
         assert_eq!((stats.timeline_resets, stats.skipped_samples), (1, 0));
+    }
+
+    #[test]
+    fn long_silence_comes_in_bounded_chunks() {
+        let mut sim = Sim::new();
+        sim.send(0, Track::Caller, 0);
+        // On hold for almost 9 s (under `max_gap_ms`): the gap is filled.
+        sim.send(9_000, Track::Caller, 450);
+        sim.advance(9_100);
+        let expected = MediaEvent::GapFilled {
+            track: Track::Caller,
+            start_ms: 20,
+            duration_ms: 8_980,
+        };
+        assert_eq!(sim.out.gaps, [expected]);
+        assert_eq!(sim.out.pcm[0].len(), 451 * FRAME_LEN);
+        assert_eq!(sim.session.stats(Track::Caller).silence_samples, 71_840);
+        let (pcm, wide) = sim.out.longest[0];
+        assert_eq!(pcm, 8_000, "at most one second per PcmChunk");
+        assert!(
+            wide <= 16_000,
+            "at most one second per WidebandChunk: {wide}"
+        );
     }
 
     #[test]
