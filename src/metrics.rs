@@ -19,6 +19,7 @@ pub const DROP_REASONS: &[&str] = &[
     "duplicate",
     "overlap",
     "empty",
+    "out_of_range",
     "transcription_backpressure",
     "recording_overflow",
 ];

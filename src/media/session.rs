@@ -23,9 +23,11 @@ pub struct SessionConfig {
     /// Longest any frame waits for a missing one, so a lost frame costs bounded
     /// latency even when frames trickle in.
     pub max_hold: Duration,
-    /// Longest gap filled with silence. Silence is materialised, so this bounds
-    /// what one frame can cost; a longer gap (a stall or a bogus timestamp) is
-    /// skipped and reported instead.
+    /// Longest gap filled with silence (a caller on hold sends nothing); a
+    /// longer one is skipped and reported instead. A frame stamped further than
+    /// this from the track, ahead or behind, is not trusted alone: it moves the
+    /// timeline only once consistent followers confirm it (see
+    /// [`Placer`]).
     pub max_gap_ms: u64,
 }
 
@@ -72,6 +74,12 @@ pub enum MediaEvent {
     },
     /// A gap longer than `max_gap_ms` was skipped: the next chunks start later
     /// than the previous ones ended.
+    ///
+    /// `duration_ms == 0` marks a timeline reset instead: the provider's
+    /// timestamps restarted far behind the track, and from `start_ms` on its
+    /// audio continues contiguously, re-anchored onto the track's timeline (see
+    /// [`TrackStats::timeline_resets`]). A variant of its own would need every
+    /// exhaustive `match` on this enum to change with it.
     GapSkipped {
         track: Track,
         start_ms: u64,
@@ -94,8 +102,10 @@ impl MediaEvent {
 /// Placed audio at the input rate.
 ///
 /// Per track, each chunk starts where the previous one ended (except after a
-/// [`MediaEvent::GapSkipped`]), and `start_sample / sample_rate` is the time
-/// since stream start, so the two tracks align.
+/// [`MediaEvent::GapSkipped`] with a non-zero duration), and `start_sample /
+/// sample_rate` is the time since stream start, so the two tracks align; after
+/// a timeline reset it is the time on the track's re-anchored timeline.
+/// Silence comes in chunks of at most one second.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PcmChunk {
     pub track: Track,
@@ -129,6 +139,9 @@ pub struct TrackStats {
     pub skipped_samples: u64,
     /// Samples emitted at 16 kHz.
     pub wideband_samples: u64,
+    /// Times the provider's timestamps restarted far behind the track and the
+    /// following audio was re-anchored to continue where the track was.
+    pub timeline_resets: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 
@@ -280,8 +293,15 @@ impl TrackState {
                         duration_ms: samples_to_ms(len, rate),
                     });
                     self.stats.silence_samples += len;
-                    // `len` is at most `max_gap_ms` of samples.
-                    self.pcm(start, vec![0; len as usize], true, events);
+                    // Up to `max_gap_ms` of it: in bounded chunks, so no consumer
+                    // meets a surprise allocation of many seconds.
+                    let end = start.saturating_add(len);
+                    let mut at = start;
+                    while at < end {
+                        let n = (end - at).min(u64::from(rate) * SILENCE_CHUNK_SECS);
+                        self.pcm(at, vec![0; n as usize], true, events);
+                        at += n;
+                    }
                 }
                 Placement::Skipped { start, len } => {
                     // Close the resampled segment so its tail lands before the jump.
@@ -293,7 +313,17 @@ impl TrackState {
                     events.push_back(MediaEvent::GapSkipped {
                         track: self.track,
                         start_ms: samples_to_ms(start, rate),
-                        duration_ms: samples_to_ms(len, rate),
+                        // Rounded up: zero is how a timeline reset is told apart.
+                        duration_ms: (u128::from(len) * 1000).div_ceil(u128::from(rate)) as u64,
+                    });
+                }
+                Placement::Reanchored { at, .. } => {
+                    // Contiguous at both rates: the resampler just carries on.
+                    self.stats.timeline_resets += 1;
+                    events.push_back(MediaEvent::GapSkipped {
+                        track: self.track,
+                        start_ms: samples_to_ms(at, rate),
+                        duration_ms: 0,
                     });
                 }
                 Placement::Dropped(reason) => self.dropped(reason, events),
@@ -350,6 +380,10 @@ impl TrackState {
     }
 }
 
+/// Longest [`PcmChunk`] of filled-in silence, in seconds; its [`WidebandChunk`]
+/// is no longer either.
+const SILENCE_CHUNK_SECS: u64 = 1;
+
 fn samples_to_ms(samples: u64, rate: u32) -> u64 {
     (u128::from(samples) * 1000 / u128::from(rate)) as u64
 }
@@ -392,6 +426,8 @@ mod tests {
         /// Where each track's next chunk must start, unless a skip came between.
         next_pcm: [Option<u64>; 2],
         next_wide: [Option<u64>; 2],
+        /// Longest chunk seen per track, at the input rate and at 16 kHz.
+        longest: [(usize, usize); 2],
     }
 
     impl Output {
@@ -404,6 +440,7 @@ mod tests {
                         let expected = self.next_pcm[i].unwrap_or(c.start_sample);
                         assert_eq!(c.start_sample, expected, "pcm contiguity");
                         self.next_pcm[i] = Some(c.start_sample + c.samples.len() as u64);
+                        self.longest[i].0 = self.longest[i].0.max(c.samples.len());
                         self.silence[i].extend(c.samples.iter().map(|_| c.silence));
                         self.pcm[i].extend(c.samples);
                     }
@@ -412,10 +449,13 @@ mod tests {
                         assert_eq!(c.start_sample, expected, "wideband contiguity");
                         assert!(c.samples.iter().all(|s| (-1.0..=1.0).contains(s)));
                         self.next_wide[i] = Some(c.start_sample + c.samples.len() as u64);
+                        self.longest[i].1 = self.longest[i].1.max(c.samples.len());
                         self.wide[i].extend(c.samples);
                     }
                     MediaEvent::Dropped { track, reason } => self.drops.push((track, reason)),
                     MediaEvent::GapFilled { .. } => self.gaps.push(event),
+                    // A timeline reset: output stays contiguous.
+                    MediaEvent::GapSkipped { duration_ms: 0, .. } => self.gaps.push(event),
                     MediaEvent::GapSkipped { .. } => {
                         self.next_pcm[i] = None;
                         self.next_wide[i] = None;
@@ -633,12 +673,93 @@ mod tests {
     }
 
     fn run_in_order() -> Output {
+        run_in_order_for(250)
+    }
+
+    fn run_in_order_for(frames: u64) -> Output {
         let mut sim = Sim::new();
-        for f in 0..250 {
+        for f in 0..frames {
             sim.send(f * FRAME_MS, Track::Caller, f);
         }
         sim.finish();
         sim.out
+    }
+
+    #[test]
+    fn an_outlier_in_normal_audio_costs_only_that_frame() {
+        let reference = run_in_order();
+        let mut sim = Sim::new();
+        for f in 0..250 {
+            if f == 120 {
+                // A bogus timestamp an hour ahead; frame 120 itself arrives too.
+                let now = sim.at(f * FRAME_MS);
+                sim.session
+                    .handle_frame(now, Track::Caller, 3_600_000, &payload(f))
+                    .unwrap();
+            }
+            sim.send(f * FRAME_MS, Track::Caller, f);
+        }
+        sim.finish();
+        assert_eq!(sim.out.pcm[0], reference.pcm[0]);
+        assert_eq!(sim.out.wide[0], reference.wide[0]);
+        assert_eq!(sim.out.drops, [(Track::Caller, DropReason::OutOfRange)]);
+        assert!(sim.out.gaps.is_empty());
+        let stats = sim.session.stats(Track::Caller);
+        assert_eq!(stats.drops(DropReason::OutOfRange), 1);
+        assert_eq!(stats.frames_placed, 250);
+    }
+
+    #[test]
+    fn a_timestamp_reset_continues_seamlessly() {
+        // 12 s of a continuous tone; at frame 600 the provider's timestamps restart at 0.
+        let reference = run_in_order_for(650);
+        let mut sim = Sim::new();
+        for f in 0..650 {
+            let ts = if f < 600 { f } else { f - 600 } * FRAME_MS;
+            let now = sim.at(f * FRAME_MS);
+            sim.advance(f * FRAME_MS);
+            sim.session
+                .handle_frame(now, Track::Caller, ts, &payload(f))
+                .unwrap();
+            sim.out.collect(&mut sim.session);
+        }
+        sim.finish();
+        // Contiguous at both rates across the reset (the collector checks it),
+        // and sample for sample what an unbroken timeline gives.
+        assert_eq!(sim.out.pcm[0], reference.pcm[0]);
+        assert_eq!(sim.out.wide[0], reference.wide[0]);
+        let reset = MediaEvent::GapSkipped {
+            track: Track::Caller,
+            start_ms: 12_000,
+            duration_ms: 0,
+        };
+        assert_eq!(sim.out.gaps, [reset]);
+        assert!(sim.out.drops.is_empty());
+        let stats = sim.session.stats(Track::Caller);
+        assert_eq!((stats.timeline_resets, stats.skipped_samples), (1, 0));
+    }
+
+    #[test]
+    fn long_silence_comes_in_bounded_chunks() {
+        let mut sim = Sim::new();
+        sim.send(0, Track::Caller, 0);
+        // On hold for almost 9 s (under `max_gap_ms`): the gap is filled.
+        sim.send(9_000, Track::Caller, 450);
+        sim.advance(9_100);
+        let expected = MediaEvent::GapFilled {
+            track: Track::Caller,
+            start_ms: 20,
+            duration_ms: 8_980,
+        };
+        assert_eq!(sim.out.gaps, [expected]);
+        assert_eq!(sim.out.pcm[0].len(), 451 * FRAME_LEN);
+        assert_eq!(sim.session.stats(Track::Caller).silence_samples, 71_840);
+        let (pcm, wide) = sim.out.longest[0];
+        assert_eq!(pcm, 8_000, "at most one second per PcmChunk");
+        assert!(
+            wide <= 16_000,
+            "at most one second per WidebandChunk: {wide}"
+        );
     }
 
     #[test]
@@ -687,7 +808,10 @@ mod tests {
     fn long_gap_is_skipped_and_wideband_stays_aligned() {
         let mut sim = Sim::new();
         sim.send(0, Track::Caller, 0);
-        sim.send(20, Track::Caller, 1_000); // 20 s later
+        // 20 s later, confirmed by the frames that follow.
+        for (i, f) in (1_000..1_003).enumerate() {
+            sim.send(20 + 20 * i as u64, Track::Caller, f);
+        }
         sim.finish();
         let skip = MediaEvent::GapSkipped {
             track: Track::Caller,
@@ -695,9 +819,10 @@ mod tests {
             duration_ms: 19_980,
         };
         assert_eq!(sim.out.gaps, [skip]);
-        assert_eq!(sim.out.next_pcm[0], Some(1_001 * FRAME_LEN as u64));
-        assert_eq!(sim.out.next_wide[0], Some(2 * 1_001 * FRAME_LEN as u64));
-        assert_eq!(sim.out.wide[0].len(), 4 * FRAME_LEN);
+        assert!(sim.out.drops.is_empty());
+        assert_eq!(sim.out.next_pcm[0], Some(1_003 * FRAME_LEN as u64));
+        assert_eq!(sim.out.next_wide[0], Some(2 * 1_003 * FRAME_LEN as u64));
+        assert_eq!(sim.out.wide[0].len(), 8 * FRAME_LEN);
         let stats = sim.session.stats(Track::Caller);
         assert_eq!(stats.skipped_samples, 999 * FRAME_LEN as u64);
     }
@@ -765,6 +890,7 @@ mod tests {
                     0 => u64::MAX - rng.below(3),
                     1 => rng.next(),
                     2 => ts.saturating_sub(rng.below(200)),
+                    4 => rng.below(100),
                     3 => ts.saturating_add(rng.below(3_000)),
                     _ => ts.saturating_add(rng.below(40)),
                 };
