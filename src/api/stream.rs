@@ -539,11 +539,12 @@ async fn handle_text(
                 return Flow::Continue;
             }
             let track = track_of(m.track);
+            // A refused frame also comes out as a `Dropped` event, which is
+            // where it is counted.
             if let Err(e) = a
                 .media
                 .handle_frame(received, track, m.timestamp_ms, &a.payload)
             {
-                state.metrics.dropped("malformed", 1);
                 tracing::debug!(error = %e, "undecodable media frame dropped");
             }
             drain(state, a);
