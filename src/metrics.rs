@@ -30,6 +30,7 @@ pub struct Metrics {
     pub frames_in: IntCounter,
     frames_dropped: IntCounterVec,
     pub frame_latency: Histogram,
+    pub stream_start_latency: Histogram,
     streams_total: IntCounterVec,
     pub stream_rejections: IntCounterVec,
 }
@@ -67,6 +68,16 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let stream_start_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "callstream_stream_start_seconds",
+                "Time from a stream's start message to its session being set up (auth, call row)",
+            )
+            .buckets(vec![
+                0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .expect("valid metric");
         let streams_total = IntCounterVec::new(
             Opts::new(
                 "callstream_streams_total",
@@ -88,6 +99,7 @@ impl Metrics {
             Box::new(frames_in.clone()),
             Box::new(frames_dropped.clone()),
             Box::new(frame_latency.clone()),
+            Box::new(stream_start_latency.clone()),
             Box::new(streams_total.clone()),
             Box::new(stream_rejections.clone()),
         ] {
@@ -102,6 +114,7 @@ impl Metrics {
             frames_in,
             frames_dropped,
             frame_latency,
+            stream_start_latency,
             streams_total,
             stream_rejections,
         }

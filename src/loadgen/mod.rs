@@ -70,6 +70,8 @@ pub struct Report {
     /// Server-side frame-handling latency, from its histogram.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Server-side time to set a stream up on `start` (auth, call row).
+    pub start_p99_ms: f64,
     /// Highest count of streams the server reported open at once (sampled).
     pub peak_active_streams: i64,
     pub errors: u64,
@@ -174,6 +176,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         frames_dropped_by_reason: by_reason.into_iter().filter(|(_, v)| *v > 0).collect(),
         p50_ms: delta.histogram_quantile("callstream_frame_handling_seconds", 0.50) * 1000.0,
         p99_ms: delta.histogram_quantile("callstream_frame_handling_seconds", 0.99) * 1000.0,
+        start_p99_ms: delta.histogram_quantile("callstream_stream_start_seconds", 0.99) * 1000.0,
         peak_active_streams,
         errors: errs.len() as u64,
         error_samples: errs.into_iter().take(5).collect(),
@@ -210,7 +213,10 @@ async fn run_stream(
     request
         .headers_mut()
         .insert("X-Twilio-Signature", spec.signature.parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+    // Small read buffer: tungstenite zero-fills all of it on every read.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .with_context(|| format!("stream {}: connect", spec.index))?;
     let stream_sid = format!("MZ{:032x}", rand::random::<u128>());
