@@ -1,0 +1,673 @@
+//! Live captioning policy, sans-IO: placed audio in, Whisper decode requests
+//! out, decode results in, caption events out.
+//!
+//! Per track (caller and agent separately):
+//! - a WebRTC-style VAD (earshot 0.1, fixed-point GMM) runs on the 8 kHz
+//!   audio *before* upsampling: it is built for telephone-band audio, costs
+//!   microseconds per 20 ms frame (so it scales to thousands of calls), and
+//!   keeps silence away from Whisper, which hallucinates on it;
+//! - speech opens an utterance (with a little pre-roll); while it lasts a
+//!   *partial* decode of the utterance so far is requested every
+//!   `partial_interval_ms` of new audio (one in flight per track; a newer
+//!   request makes the older stale);
+//! - enough trailing silence, a too-long utterance, or the end of the call
+//!   closes it with a *final* decode whose segments are immutable.
+//!
+//! Time is the media timeline (sample positions), not a clock, so tests are
+//! deterministic. Contract: feed `handle_narrowband`/`handle_wideband` as
+//! audio arrives (any order between the two), then drain `poll_request`; run
+//! each request and hand its outcome to `handle_result`; drain `poll_event`.
+//! Call `finish` at the end of the call and keep draining until `is_idle`.
+
+use std::collections::VecDeque;
+
+use crate::media::{PcmChunk, Track, WidebandChunk};
+
+/// 20 ms at 8 kHz: the VAD frame.
+const VAD_FRAME: usize = 160;
+
+/// Tuning of the live policy.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// New audio between two partial decodes of the same utterance.
+    pub partial_interval_ms: u64,
+    /// Trailing silence that ends an utterance.
+    pub end_silence_ms: u64,
+    /// Longest utterance before a final is forced.
+    pub max_utterance_ms: u64,
+    /// Audio kept before the first speech frame (onsets are soft).
+    pub pre_roll_ms: u64,
+    /// Speech needed to open an utterance (filters clicks).
+    pub min_speech_ms: u64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            partial_interval_ms: 700,
+            end_silence_ms: 600,
+            max_utterance_ms: 15_000,
+            pre_roll_ms: 200,
+            min_speech_ms: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeKind {
+    Partial,
+    Final,
+}
+
+/// Audio to transcribe: 16 kHz mono, starting at `start_ms` into the call.
+#[derive(Debug, Clone)]
+pub struct DecodeRequest {
+    pub id: u64,
+    pub track: Track,
+    pub kind: DecodeKind,
+    pub start_ms: u64,
+    pub audio: Vec<f32>,
+}
+
+/// One piece of recognised text, times relative to the request's audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hypothesis {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub text: String,
+    pub confidence: Option<f32>,
+}
+
+/// What agents see.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CaptionEvent {
+    /// Tentative text of the utterance in progress; replaced by the next.
+    Partial {
+        track: Track,
+        start_ms: u64,
+        end_ms: u64,
+        text: String,
+    },
+    /// Immutable text with times relative to the call.
+    Final(FinalSegment),
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FinalSegment {
+    pub track: Track,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub text: String,
+    pub confidence: Option<f32>,
+}
+
+/// Utterance bookkeeping for one track, in 8 kHz sample positions.
+struct TrackState {
+    track: Track,
+    vad: earshot::VoiceActivityDetector,
+    /// Narrowband samples not yet a whole VAD frame, and where they start.
+    vad_pending: Vec<i16>,
+    vad_pos: u64,
+    /// Consecutive speech at the current position (samples).
+    speech_run: u64,
+    silence_run: u64,
+    /// Open utterance: start, and end of its last speech frame.
+    utterance: Option<(u64, u64)>,
+    /// End of the audio covered by the last partial request.
+    partial_upto: u64,
+    /// Wideband audio from `wide_base` (16 kHz positions).
+    wide: Vec<f32>,
+    wide_base: u64,
+    /// Utterances closed, waiting for their wideband audio to arrive.
+    closing: VecDeque<(u64, u64)>,
+    /// The partial request in flight, if any.
+    partial_in_flight: Option<u64>,
+    /// Partial result arrived for this utterance generation only.
+    generation: u64,
+}
+
+impl TrackState {
+    fn new(track: Track) -> Self {
+        Self {
+            track,
+            vad: earshot::VoiceActivityDetector::new(earshot::VoiceActivityProfile::QUALITY),
+            vad_pending: Vec::with_capacity(VAD_FRAME),
+            vad_pos: 0,
+            speech_run: 0,
+            silence_run: 0,
+            utterance: None,
+            partial_upto: 0,
+            wide: Vec::new(),
+            wide_base: 0,
+            closing: VecDeque::new(),
+            partial_in_flight: None,
+            generation: 0,
+        }
+    }
+
+    /// Wideband samples available up to (exclusive), as an 8 kHz position.
+    fn wide_end_8k(&self) -> u64 {
+        (self.wide_base + self.wide.len() as u64) / 2
+    }
+
+    /// Copies wideband audio for [from, to) (8 kHz positions), zero-filling
+    /// anything shed or not yet arrived.
+    fn wide_slice(&self, from: u64, to: u64) -> Vec<f32> {
+        let (from, to) = (from * 2, to * 2);
+        let mut out = vec![0.0; (to.saturating_sub(from)) as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let pos = from + i as u64;
+            if pos >= self.wide_base {
+                if let Some(s) = self.wide.get((pos - self.wide_base) as usize) {
+                    *slot = *s;
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets wideband audio no request can need any more.
+    fn trim(&mut self, pre_roll: u64) {
+        let keep_from_8k = match (self.utterance, self.closing.front()) {
+            (_, Some((start, _))) => *start,
+            (Some((start, _)), None) => start,
+            (None, None) => self.vad_pos.saturating_sub(pre_roll),
+        };
+        let keep_from = keep_from_8k * 2;
+        if keep_from > self.wide_base {
+            let n = ((keep_from - self.wide_base) as usize).min(self.wide.len());
+            self.wide.drain(..n);
+            self.wide_base += n as u64;
+        }
+    }
+}
+
+/// The live policy for one call (both tracks).
+pub struct LiveTranscriber {
+    config: LiveConfig,
+    tracks: [TrackState; 2],
+    next_id: u64,
+    requests: VecDeque<DecodeRequest>,
+    events: VecDeque<CaptionEvent>,
+    /// (id, track, kind, start_ms, generation) of requests handed out.
+    outstanding: Vec<(u64, Track, DecodeKind, u64, u64)>,
+}
+
+fn ms_to_samples(ms: u64) -> u64 {
+    ms * 8
+}
+
+fn samples_to_ms(samples: u64) -> u64 {
+    samples / 8
+}
+
+impl LiveTranscriber {
+    pub fn new(config: LiveConfig) -> Self {
+        Self {
+            config,
+            tracks: [
+                TrackState::new(Track::Caller),
+                TrackState::new(Track::Agent),
+            ],
+            next_id: 1,
+            requests: VecDeque::new(),
+            events: VecDeque::new(),
+            outstanding: Vec::new(),
+        }
+    }
+
+    /// Placed 8 kHz audio (the VAD's input). Chunks must come in order per
+    /// track; a gap (shed chunks) counts as silence.
+    pub fn handle_narrowband(&mut self, chunk: &PcmChunk) {
+        if chunk.sample_rate != 8000 {
+            return;
+        }
+        let t = &mut self.tracks[chunk.track.index()];
+        let expected = t.vad_pos + t.vad_pending.len() as u64;
+        if chunk.start_sample > expected {
+            // Shed audio: treat the hole as silence frames.
+            let missing = chunk.start_sample - expected;
+            t.vad_pending
+                .extend(std::iter::repeat_n(0, missing.min(8000 * 60) as usize));
+        } else if chunk.start_sample < expected {
+            return; // already seen
+        }
+        t.vad_pending.extend_from_slice(&chunk.samples);
+        let mut offset = 0;
+        while t.vad_pending.len() - offset >= VAD_FRAME {
+            let frame = &t.vad_pending[offset..offset + VAD_FRAME];
+            let speech = t.vad.predict_8khz(frame).unwrap_or(false);
+            offset += VAD_FRAME;
+            let frame_start = t.vad_pos;
+            t.vad_pos += VAD_FRAME as u64;
+            Self::step(
+                &self.config,
+                t,
+                speech,
+                frame_start,
+                &mut self.next_id,
+                &mut self.requests,
+                &mut self.outstanding,
+            );
+        }
+        t.vad_pending.drain(..offset);
+        self.flush_closing(chunk.track);
+    }
+
+    /// Upsampled 16 kHz audio (what Whisper hears), placed by position.
+    pub fn handle_wideband(&mut self, chunk: &WidebandChunk) {
+        let t = &mut self.tracks[chunk.track.index()];
+        let end = t.wide_base + t.wide.len() as u64;
+        if chunk.start_sample + chunk.samples.len() as u64 <= end {
+            return;
+        }
+        if t.wide.is_empty() && chunk.start_sample > end {
+            t.wide_base = chunk.start_sample;
+        } else if chunk.start_sample > end {
+            t.wide.extend(std::iter::repeat_n(
+                0.0,
+                (chunk.start_sample - end).min(16_000 * 60) as usize,
+            ));
+        }
+        let end = t.wide_base + t.wide.len() as u64;
+        let skip = end.saturating_sub(chunk.start_sample) as usize;
+        t.wide
+            .extend_from_slice(&chunk.samples[skip.min(chunk.samples.len())..]);
+        self.flush_closing(chunk.track);
+        let pre_roll = ms_to_samples(self.config.pre_roll_ms);
+        self.tracks[chunk.track.index()].trim(pre_roll);
+    }
+
+    /// One VAD frame's decision drives the utterance state machine.
+    fn step(
+        config: &LiveConfig,
+        t: &mut TrackState,
+        speech: bool,
+        frame_start: u64,
+        next_id: &mut u64,
+        requests: &mut VecDeque<DecodeRequest>,
+        outstanding: &mut Vec<(u64, Track, DecodeKind, u64, u64)>,
+    ) {
+        let frame_end = frame_start + VAD_FRAME as u64;
+        if speech {
+            t.speech_run += VAD_FRAME as u64;
+            t.silence_run = 0;
+        } else {
+            t.silence_run += VAD_FRAME as u64;
+            t.speech_run = 0;
+        }
+        match t.utterance {
+            None => {
+                if t.speech_run >= ms_to_samples(config.min_speech_ms) {
+                    let onset = frame_end - t.speech_run;
+                    let start = onset.saturating_sub(ms_to_samples(config.pre_roll_ms));
+                    t.utterance = Some((start, frame_end));
+                    t.partial_upto = start;
+                    t.generation += 1;
+                }
+            }
+            Some((start, last_speech)) => {
+                let last_speech = if speech { frame_end } else { last_speech };
+                t.utterance = Some((start, last_speech));
+                let too_long = frame_end - start >= ms_to_samples(config.max_utterance_ms);
+                if t.silence_run >= ms_to_samples(config.end_silence_ms) || too_long {
+                    // Keep a little of the trailing silence: word endings fade.
+                    let end = if too_long {
+                        frame_end
+                    } else {
+                        (last_speech + ms_to_samples(200)).min(frame_end)
+                    };
+                    t.utterance = None;
+                    t.closing.push_back((start, end));
+                    if too_long && speech {
+                        // Speech goes on: the next utterance starts here.
+                        t.utterance = Some((end, frame_end));
+                        t.partial_upto = end;
+                        t.generation += 1;
+                    }
+                } else if frame_end - t.partial_upto >= ms_to_samples(config.partial_interval_ms)
+                    && t.partial_in_flight.is_none()
+                    && t.wide_end_8k() >= start
+                {
+                    let upto = frame_end.min(t.wide_end_8k());
+                    if upto > start {
+                        let id = *next_id;
+                        *next_id += 1;
+                        t.partial_upto = upto;
+                        t.partial_in_flight = Some(id);
+                        outstanding.push((
+                            id,
+                            t.track,
+                            DecodeKind::Partial,
+                            samples_to_ms(start),
+                            t.generation,
+                        ));
+                        requests.push_back(DecodeRequest {
+                            id,
+                            track: t.track,
+                            kind: DecodeKind::Partial,
+                            start_ms: samples_to_ms(start),
+                            audio: t.wide_slice(start, upto),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Issues finals for closed utterances whose audio has fully arrived
+    /// (`force` at the end of the call: whatever is there).
+    fn flush_closing_inner(&mut self, track: Track, force: bool) {
+        let t = &mut self.tracks[track.index()];
+        while let Some(&(start, end)) = t.closing.front() {
+            if !force && t.wide_end_8k() < end {
+                break;
+            }
+            t.closing.pop_front();
+            let id = self.next_id;
+            self.next_id += 1;
+            // Anything still running for this track is now stale.
+            t.partial_in_flight = None;
+            self.outstanding
+                .push((id, track, DecodeKind::Final, samples_to_ms(start), 0));
+            self.requests.push_back(DecodeRequest {
+                id,
+                track,
+                kind: DecodeKind::Final,
+                start_ms: samples_to_ms(start),
+                audio: t.wide_slice(start, end),
+            });
+        }
+    }
+
+    fn flush_closing(&mut self, track: Track) {
+        self.flush_closing_inner(track, false);
+    }
+
+    /// End of the call: close open utterances and issue their finals.
+    pub fn finish(&mut self) {
+        for track in Track::ALL {
+            let t = &mut self.tracks[track.index()];
+            if let Some((start, last_speech)) = t.utterance.take() {
+                let end = (last_speech + ms_to_samples(200)).min(t.vad_pos.max(last_speech));
+                t.closing.push_back((start, end));
+            }
+            self.flush_closing_inner(track, true);
+        }
+    }
+
+    pub fn poll_request(&mut self) -> Option<DecodeRequest> {
+        self.requests.pop_front()
+    }
+
+    /// Whether a request is still worth running (a newer partial or a final
+    /// for the same track makes a partial stale).
+    pub fn is_current(&self, id: u64) -> bool {
+        self.outstanding.iter().any(|(oid, track, kind, _, _)| {
+            *oid == id
+                && (*kind == DecodeKind::Final
+                    || self.tracks[track.index()].partial_in_flight == Some(id))
+        })
+    }
+
+    /// The outcome of request `id`. Failed decodes produce nothing; a final's
+    /// audio is not retried (the recording keeps it for batch re-runs).
+    pub fn handle_result(&mut self, id: u64, result: Option<Vec<Hypothesis>>) {
+        let Some(pos) = self.outstanding.iter().position(|(oid, ..)| *oid == id) else {
+            return;
+        };
+        let (_, track, kind, start_ms, generation) = self.outstanding.swap_remove(pos);
+        let t = &mut self.tracks[track.index()];
+        match kind {
+            DecodeKind::Partial => {
+                let current = t.partial_in_flight == Some(id);
+                if current {
+                    t.partial_in_flight = None;
+                }
+                // A partial of a closed utterance is stale: its final follows.
+                if !current || t.generation != generation || t.utterance.is_none() {
+                    return;
+                }
+                let Some(hyps) = result else { return };
+                let text = join_text(&hyps);
+                if text.is_empty() {
+                    return;
+                }
+                let end_ms = hyps.last().map_or(start_ms, |h| start_ms + h.end_ms);
+                self.events.push_back(CaptionEvent::Partial {
+                    track,
+                    start_ms,
+                    end_ms,
+                    text,
+                });
+            }
+            DecodeKind::Final => {
+                for h in result.unwrap_or_default() {
+                    let text = h.text.trim().to_string();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    self.events.push_back(CaptionEvent::Final(FinalSegment {
+                        track,
+                        start_ms: start_ms + h.start_ms,
+                        end_ms: start_ms + h.end_ms.max(h.start_ms),
+                        text,
+                        confidence: h.confidence,
+                    }));
+                }
+            }
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<CaptionEvent> {
+        self.events.pop_front()
+    }
+
+    /// Nothing queued, nothing outstanding.
+    pub fn is_idle(&self) -> bool {
+        self.requests.is_empty() && self.outstanding.is_empty() && self.events.is_empty()
+    }
+}
+
+fn join_text(hyps: &[Hypothesis]) -> String {
+    hyps.iter()
+        .map(|h| h.text.trim())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic "voice": a loud vowel-like tone the VAD accepts as speech.
+    fn voiced(n: usize, phase0: usize) -> Vec<i16> {
+        (0..n)
+            .map(|i| {
+                let t = (i + phase0) as f32 / 8000.0;
+                let s = (2.0 * std::f32::consts::PI * 220.0 * t).sin() * 0.5
+                    + (2.0 * std::f32::consts::PI * 440.0 * t).sin() * 0.3
+                    + (2.0 * std::f32::consts::PI * 880.0 * t).sin() * 0.15;
+                (s * 12_000.0) as i16
+            })
+            .collect()
+    }
+
+    /// Feeds `pattern` (true = voice, false = silence) in 20 ms frames on one
+    /// track, with matching wideband chunks.
+    fn feed(lt: &mut LiveTranscriber, track: Track, pattern: &[bool], from_frame: usize) {
+        for (k, speech) in pattern.iter().enumerate() {
+            let i = from_frame + k;
+            let samples = if *speech {
+                voiced(160, i * 160)
+            } else {
+                vec![0i16; 160]
+            };
+            let wide: Vec<f32> = samples
+                .iter()
+                .flat_map(|s| [*s as f32 / 32768.0; 2])
+                .collect();
+            lt.handle_narrowband(&PcmChunk {
+                track,
+                sample_rate: 8000,
+                start_sample: i as u64 * 160,
+                samples,
+                silence: !speech,
+            });
+            lt.handle_wideband(&WidebandChunk {
+                track,
+                start_sample: i as u64 * 320,
+                samples: wide,
+            });
+        }
+    }
+
+    fn drain_requests(lt: &mut LiveTranscriber) -> Vec<DecodeRequest> {
+        std::iter::from_fn(|| lt.poll_request()).collect()
+    }
+
+    fn pattern(silence: usize, speech: usize, after: usize) -> Vec<bool> {
+        let mut p = vec![false; silence];
+        p.extend(vec![true; speech]);
+        p.extend(vec![false; after]);
+        p
+    }
+
+    #[test]
+    fn silence_never_reaches_whisper() {
+        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        feed(&mut lt, Track::Caller, &vec![false; 500], 0);
+        lt.finish();
+        assert!(drain_requests(&mut lt).is_empty());
+        assert!(lt.is_idle());
+    }
+
+    #[test]
+    fn an_utterance_gets_partials_then_one_final() {
+        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        // 1 s silence, 2 s speech, 1 s silence.
+        feed(&mut lt, Track::Caller, &pattern(50, 100, 50), 0);
+        let reqs = drain_requests(&mut lt);
+        let partials: Vec<_> = reqs
+            .iter()
+            .filter(|r| r.kind == DecodeKind::Partial)
+            .collect();
+        let finals: Vec<_> = reqs
+            .iter()
+            .filter(|r| r.kind == DecodeKind::Final)
+            .collect();
+        // Only one partial can be in flight (nobody answered), then the final.
+        assert_eq!(partials.len(), 1);
+        assert_eq!(finals.len(), 1);
+        let f = finals[0];
+        // Starts near the onset (1 s) minus pre-roll, covers the 2 s of speech.
+        assert!((700..=1000).contains(&f.start_ms), "{}", f.start_ms);
+        let dur_ms = f.audio.len() as u64 / 16;
+        assert!((2000..=2600).contains(&dur_ms), "{dur_ms}");
+        assert_eq!(f.track, Track::Caller);
+    }
+
+    #[test]
+    fn partials_follow_answers_and_stale_ones_are_dropped() {
+        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        feed(&mut lt, Track::Agent, &pattern(10, 60, 0), 0);
+        let first = drain_requests(&mut lt);
+        assert_eq!(first.len(), 1);
+        assert!(lt.is_current(first[0].id));
+        let hyp = |text: &str| {
+            Some(vec![Hypothesis {
+                start_ms: 0,
+                end_ms: 900,
+                text: text.into(),
+                confidence: Some(0.9),
+            }])
+        };
+        lt.handle_result(first[0].id, hyp(" hello"));
+        assert_eq!(
+            lt.poll_event(),
+            Some(CaptionEvent::Partial {
+                track: Track::Agent,
+                start_ms: 0,
+                end_ms: 900,
+                text: "hello".into()
+            })
+        );
+        // More speech: a second partial; then the utterance ends before it is answered.
+        feed(&mut lt, Track::Agent, &[true; 40], 70);
+        let second = drain_requests(&mut lt);
+        assert_eq!(second.len(), 1);
+        feed(&mut lt, Track::Agent, &[false; 40], 110);
+        let fin = drain_requests(&mut lt);
+        assert_eq!(fin[0].kind, DecodeKind::Final);
+        assert!(
+            !lt.is_current(second[0].id),
+            "a final makes the partial stale"
+        );
+        lt.handle_result(second[0].id, hyp("hello there"));
+        assert_eq!(lt.poll_event(), None, "stale partial is not shown");
+        lt.handle_result(
+            fin[0].id,
+            Some(vec![Hypothesis {
+                start_ms: 100,
+                end_ms: 1800,
+                text: " Hello there. ".into(),
+                confidence: Some(0.8),
+            }]),
+        );
+        match lt.poll_event() {
+            Some(CaptionEvent::Final(f)) => {
+                assert_eq!(f.text, "Hello there.");
+                assert_eq!(f.start_ms, fin[0].start_ms + 100);
+                assert_eq!(f.track, Track::Agent);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(lt.is_idle());
+    }
+
+    #[test]
+    fn tracks_are_independent() {
+        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        feed(&mut lt, Track::Caller, &pattern(0, 60, 40), 0);
+        feed(&mut lt, Track::Agent, &pattern(100, 60, 40), 0);
+        let finals: Vec<_> = drain_requests(&mut lt)
+            .into_iter()
+            .filter(|r| r.kind == DecodeKind::Final)
+            .collect();
+        assert_eq!(finals.len(), 2);
+        assert_eq!(finals[0].track, Track::Caller);
+        assert_eq!(finals[1].track, Track::Agent);
+        assert!(finals[1].start_ms >= 1700);
+    }
+
+    #[test]
+    fn long_speech_is_cut_into_finals() {
+        let cfg = LiveConfig {
+            max_utterance_ms: 3_000,
+            ..LiveConfig::default()
+        };
+        let mut lt = LiveTranscriber::new(cfg);
+        feed(&mut lt, Track::Caller, &vec![true; 400], 0); // 8 s of speech
+        lt.finish();
+        let finals: Vec<_> = drain_requests(&mut lt)
+            .into_iter()
+            .filter(|r| r.kind == DecodeKind::Final)
+            .collect();
+        assert!(finals.len() >= 3, "{}", finals.len());
+        let total: usize = finals.iter().map(|f| f.audio.len()).sum();
+        assert!(total >= 8 * 16_000 - 3_200, "no audio lost between cuts");
+    }
+
+    #[test]
+    fn end_of_call_closes_open_speech() {
+        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        feed(&mut lt, Track::Caller, &pattern(5, 50, 0), 0);
+        drain_requests(&mut lt);
+        lt.finish();
+        let reqs = drain_requests(&mut lt);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].kind, DecodeKind::Final);
+    }
+}

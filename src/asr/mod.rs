@@ -1,0 +1,3 @@
+//! Local speech recognition: Whisper engine, live captioning policy, exports.
+
+pub mod live;
