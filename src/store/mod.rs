@@ -6,6 +6,7 @@
 mod api_keys;
 mod calls;
 mod tenants;
+mod transcripts;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
 pub use calls::{Call, CallLog, CallPage, CallStatus, Direction, StreamCall};
 pub use tenants::{Tenant, TwilioCredentials};
+pub use transcripts::{Segment, Transcript, TranscriptStatus};
 
 /// Errors from the storage layer. Messages never carry row contents.
 #[derive(Debug, thiserror::Error)]
