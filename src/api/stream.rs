@@ -30,8 +30,8 @@ use super::auth::Auth;
 use super::error::ApiJson;
 use super::{AppError, AppState};
 use crate::media::codec::Codec;
-use crate::media::session::{MediaEvent, MediaSession, PcmChunk, SessionConfig, WidebandChunk};
-use crate::media::sink::{SheddingSender, SpillingSender};
+use crate::media::session::{MediaEvent, MediaSession, PcmChunk, SessionConfig};
+use crate::media::sink::{SheddingSender, SpillingSender, TranscriptionInput};
 use crate::media::Track;
 use crate::providers::twilio::stream::{self as proto, StreamEvent, StreamTrack};
 use crate::providers::twilio::{signature, token};
@@ -61,8 +61,8 @@ pub struct CallContext {
 pub struct SinkSet {
     /// Lossless: 8 kHz (input-rate) PCM per track, for the recording.
     pub recording: Option<SpillingSender<PcmChunk>>,
-    /// May shed: 16 kHz f32 per track, for transcription.
-    pub transcription: Option<SheddingSender<WidebandChunk>>,
+    /// May shed: 8 kHz PCM and 16 kHz f32 per track, for transcription.
+    pub transcription: Option<SheddingSender<TranscriptionInput>>,
 }
 
 /// Opens the sinks for a new stream (recording and transcription plug in here).
@@ -732,6 +732,11 @@ fn drain(state: &AppState, a: &mut Active) {
     while let Some(event) = a.media.poll_event() {
         match event {
             MediaEvent::Pcm(chunk) => {
+                if let Some(asr) = a.sinks.transcription.as_mut() {
+                    if !asr.send(TranscriptionInput::Narrowband(chunk.clone())) {
+                        state.metrics.dropped("transcription_backpressure", 1);
+                    }
+                }
                 if let Some(rec) = a.sinks.recording.as_mut() {
                     if rec.send(chunk).is_err() && !a.recording_failed {
                         a.recording_failed = true;
@@ -746,7 +751,7 @@ fn drain(state: &AppState, a: &mut Active) {
             }
             MediaEvent::Wideband(chunk) => {
                 if let Some(asr) = a.sinks.transcription.as_mut() {
-                    if !asr.send(chunk) {
+                    if !asr.send(TranscriptionInput::Wideband(chunk)) {
                         state.metrics.dropped("transcription_backpressure", 1);
                     }
                 }

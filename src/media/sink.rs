@@ -16,6 +16,17 @@ use std::collections::VecDeque;
 
 use tokio::sync::mpsc;
 
+use super::{PcmChunk, WidebandChunk};
+
+/// What a transcription sink receives: the 8 kHz audio (for voice activity
+/// detection, which runs before upsampling) and the 16 kHz audio Whisper
+/// hears, each placed by sample position.
+#[derive(Debug, Clone)]
+pub enum TranscriptionInput {
+    Narrowband(PcmChunk),
+    Wideband(WidebandChunk),
+}
+
 /// Why a sink stopped taking audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {

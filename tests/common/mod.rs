@@ -7,7 +7,7 @@ use std::time::Duration;
 use callstream::api::stream::{CallContext, SinkFactory, SinkSet};
 use callstream::config::{Config, Overrides};
 use callstream::media::session::{PcmChunk, WidebandChunk};
-use callstream::media::sink::{SheddingSender, SpillingSender};
+use callstream::media::sink::{SheddingSender, SpillingSender, TranscriptionInput};
 use callstream::providers::twilio::signature;
 use callstream::providers::twilio::stream::{frames, StreamTrack};
 use callstream::secret::Secret;
@@ -40,7 +40,7 @@ pub struct CaptureSinks(pub Captured);
 impl SinkFactory for CaptureSinks {
     fn open(&self, _call: &CallContext) -> SinkSet {
         let (rec_tx, mut rec_rx) = mpsc::channel::<PcmChunk>(64);
-        let (asr_tx, mut asr_rx) = mpsc::channel::<WidebandChunk>(4096);
+        let (asr_tx, mut asr_rx) = mpsc::channel::<TranscriptionInput>(8192);
         let pcm = self.0.pcm.clone();
         let wide = self.0.wide.clone();
         tokio::spawn(async move {
@@ -49,8 +49,10 @@ impl SinkFactory for CaptureSinks {
             }
         });
         tokio::spawn(async move {
-            while let Some(c) = asr_rx.recv().await {
-                wide.lock().unwrap().push(c);
+            while let Some(input) = asr_rx.recv().await {
+                if let TranscriptionInput::Wideband(c) = input {
+                    wide.lock().unwrap().push(c);
+                }
             }
         });
         SinkSet {
