@@ -18,13 +18,19 @@ impl FromRequestParts<AppState> for Auth {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(AppError::Unauthorized)?;
-        let key = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(AppError::Unauthorized)?
-            .trim();
+            .and_then(|v| v.to_str().ok());
+        let key = match header {
+            Some(h) => h
+                .strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+                .ok_or(AppError::Unauthorized)?
+                .trim()
+                .to_string(),
+            // Browsers cannot set headers on WebSocket or EventSource
+            // requests: those may carry the key as `access_token`.
+            None => query_token(parts.uri.query()).ok_or(AppError::Unauthorized)?,
+        };
+        let key = key.as_str();
         state
             .store
             .authenticate_api_key(key)
@@ -32,4 +38,10 @@ impl FromRequestParts<AppState> for Auth {
             .map(Auth)
             .ok_or(AppError::Unauthorized)
     }
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
 }

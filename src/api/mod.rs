@@ -3,6 +3,7 @@
 
 mod auth;
 mod calls;
+mod captions;
 mod error;
 pub mod stream;
 mod twilio_auth;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub sessions: SessionRegistry,
     /// Where placed audio goes (recording, transcription); none by default.
     pub sinks: Arc<dyn SinkFactory>,
+    /// Live caption feeds of the calls streaming on this node.
+    pub captions: crate::asr::captions::CaptionHub,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             token_secret: Arc::new(token_secret),
             sinks: Arc::new(stream::NoSinks),
+            captions: crate::asr::captions::CaptionHub::new(),
         }
     }
 }
@@ -60,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/calls", get(calls::list))
         .route("/v1/calls/{id}", get(calls::get))
+        .route("/v1/calls/{id}/captions", get(captions::captions))
         .route(
             "/v1/calls/{id}/stream/messages",
             axum::routing::post(stream::send_to_stream),

@@ -1,0 +1,176 @@
+//! `GET /v1/calls/{id}/captions`: live captions for agents, as a WebSocket
+//! (when the request is an upgrade) or as Server-Sent Events.
+//!
+//! Every message is one JSON object: `{"type":"final",…}` and
+//! `{"type":"partial",…}` (see `CaptionEvent`), then `{"type":"end"}` when the
+//! call's transcript is complete. A watcher first receives the finals so
+//! far. One that cannot keep up is dropped with a clear reason (WebSocket
+//! close 4001, or an SSE `lagged` event), never slowing anyone else.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use tokio::sync::broadcast;
+
+use super::auth::Auth;
+use super::{AppError, AppState};
+use crate::asr::captions::Subscription;
+use crate::asr::live::{CaptionEvent, FinalSegment};
+use crate::media::Track;
+
+/// Close code for a watcher dropped for falling behind (application range).
+const LAGGED: u16 = 4001;
+
+/// A WebSocket upgrade, if the request is one.
+pub struct MaybeUpgrade(Option<WebSocketUpgrade>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeUpgrade {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
+        Ok(Self(
+            WebSocketUpgrade::from_request_parts(parts, state)
+                .await
+                .ok(),
+        ))
+    }
+}
+
+pub async fn captions(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(call_id): Path<String>,
+    MaybeUpgrade(upgrade): MaybeUpgrade,
+) -> Result<Response, AppError> {
+    let sub = match state.captions.subscribe(&who.tenant_id, &call_id) {
+        Some(sub) => sub,
+        None => Subscription {
+            finals: stored_finals(&state, &who.tenant_id, &call_id).await?,
+            live: None,
+        },
+    };
+    Ok(match upgrade {
+        Some(ws) => ws
+            .on_upgrade(move |socket| watch_ws(socket, sub))
+            .into_response(),
+        None => Sse::new(sse_stream(sub))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response(),
+    })
+}
+
+/// Finals of a call that is not live here (ended, or on another node).
+pub async fn stored_finals(
+    state: &AppState,
+    tenant_id: &str,
+    call_id: &str,
+) -> Result<Vec<FinalSegment>, AppError> {
+    let call = state.store.get_call(tenant_id, call_id).await?;
+    let Some(transcript_id) = call.transcript_id else {
+        return Ok(Vec::new());
+    };
+    let segments = state
+        .store
+        .list_transcript_segments(tenant_id, &transcript_id)
+        .await?;
+    Ok(segments
+        .into_iter()
+        .map(|s| FinalSegment {
+            track: if s.track == "agent" {
+                Track::Agent
+            } else {
+                Track::Caller
+            },
+            start_ms: s.start_ms.max(0) as u64,
+            end_ms: s.end_ms.max(0) as u64,
+            text: s.text,
+            confidence: s.confidence.map(|c| c as f32),
+        })
+        .collect())
+}
+
+fn json(event: &CaptionEvent) -> String {
+    serde_json::to_string(event).unwrap_or_default()
+}
+
+const END: &str = r#"{"type":"end"}"#;
+
+async fn watch_ws(mut socket: WebSocket, sub: Subscription) {
+    for f in sub.finals {
+        if socket
+            .send(Message::Text(json(&CaptionEvent::Final(f)).into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    if let Some(mut live) = sub.live {
+        loop {
+            match live.recv().await {
+                Ok(event) => {
+                    if socket
+                        .send(Message::Text(json(&event).into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::info!(missed, "caption watcher too slow; dropped");
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: LAGGED,
+                            reason: "watcher too slow: captions skipped; reconnect to resume"
+                                .into(),
+                        })))
+                        .await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+    let _ = socket.send(Message::Text(END.into())).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "transcript complete".into(),
+        })))
+        .await;
+}
+
+fn sse_stream(sub: Subscription) -> impl Stream<Item = Result<Event, Infallible>> {
+    let history = futures::stream::iter(sub.finals.into_iter().map(|f| {
+        Ok(Event::default()
+            .event("final")
+            .data(json(&CaptionEvent::Final(f))))
+    }));
+    // State: Some(Some(rx)) live, Some(None) end to announce, None done.
+    let live = futures::stream::unfold(Some(sub.live), |state| async move {
+        let Some(mut rx) = state? else {
+            return Some((Ok(Event::default().event("end").data(END)), None));
+        };
+        let event = match rx.recv().await {
+            Ok(event) => {
+                let name = match &event {
+                    CaptionEvent::Partial { .. } => "partial",
+                    CaptionEvent::Final(_) => "final",
+                };
+                return Some((Ok(Event::default().event(name).data(json(&event))), Some(Some(rx))));
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => Event::default().event("lagged").data(
+                r#"{"type":"lagged","reason":"watcher too slow: captions skipped; reconnect to resume"}"#,
+            ),
+            Err(broadcast::error::RecvError::Closed) => Event::default().event("end").data(END),
+        };
+        Some((Ok(event), None))
+    });
+    futures::StreamExt::chain(history, live)
+}
