@@ -6,6 +6,7 @@ mod calls;
 mod captions;
 mod error;
 pub mod stream;
+pub mod transcription;
 mod twilio_auth;
 
 use std::sync::Arc;

@@ -160,6 +160,12 @@ impl SessionRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Tracks work that shutdown must wait for (sessions, and the
+    /// transcription of calls they ended).
+    pub fn tracker(&self) -> TaskTracker {
+        self.inner.tracker.clone()
+    }
+
     /// Streams currently registered (authenticated and started).
     pub fn open_calls(&self) -> Vec<(String, String)> {
         self.lock()

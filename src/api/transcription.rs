@@ -1,0 +1,201 @@
+//! Live transcription of streaming calls: the transcription sink of each
+//! call runs the sans-IO [`LiveTranscriber`] against the shared speech
+//! engine, persists finals, and publishes captions to the call's watchers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use super::stream::{CallContext, SinkFactory, SinkSet};
+use crate::asr::captions::CaptionHub;
+use crate::asr::live::{
+    CaptionEvent, DecodeKind, DecodeRequest, Hypothesis, LiveConfig, LiveTranscriber,
+};
+use crate::media::sink::{SheddingSender, TranscriptionInput};
+use crate::store::{Segment, Store, TranscriptStatus};
+
+/// Post-processing of a final's text for a tenant: `(tenant_id, text) -> text`.
+pub type FinalizeFn = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
+
+/// The summary of a finished call, from its finals.
+pub type SummarizeFn =
+    Arc<dyn Fn(&[crate::asr::live::FinalSegment]) -> serde_json::Value + Send + Sync>;
+
+/// What live captioning needs from a speech recogniser.
+pub trait SpeechToText: Send + Sync + 'static {
+    /// Transcribes `req.audio`; hypotheses are timed relative to it. `abort`
+    /// set means the result is no longer wanted (stop early if possible).
+    fn transcribe(
+        &self,
+        req: &DecodeRequest,
+        abort: Arc<AtomicBool>,
+    ) -> BoxFuture<'static, Result<Vec<Hypothesis>, String>>;
+
+    /// Model name recorded with transcripts.
+    fn model_name(&self) -> String;
+}
+
+/// The transcription sink factory: one live transcriber per call.
+pub struct TranscriptionSinks {
+    pub engine: Arc<dyn SpeechToText>,
+    pub store: Store,
+    pub hub: CaptionHub,
+    pub config: LiveConfig,
+    /// Per-call queue (chunks); when full, audio is shed and counted.
+    pub queue: usize,
+    /// Keeps shutdown waiting until transcripts are complete.
+    pub tracker: TaskTracker,
+    /// Post-processing of final text (e.g. PII redaction) per tenant.
+    pub finalize: FinalizeFn,
+    /// Summary of a finished call from its finals.
+    pub summarize: SummarizeFn,
+}
+
+impl SinkFactory for TranscriptionSinks {
+    fn open(&self, call: &CallContext) -> SinkSet {
+        let (tx, rx) = mpsc::channel(self.queue);
+        self.hub.open(&call.tenant_id, &call.call_id);
+        let job = CallTranscription {
+            engine: self.engine.clone(),
+            store: self.store.clone(),
+            hub: self.hub.clone(),
+            ctx: call.clone(),
+            live: LiveTranscriber::new(self.config.clone()),
+            finalize: self.finalize.clone(),
+            summarize: self.summarize.clone(),
+        };
+        self.tracker.spawn(job.run(rx));
+        SinkSet {
+            recording: None,
+            transcription: Some(SheddingSender::new(tx)),
+        }
+    }
+}
+
+struct CallTranscription {
+    engine: Arc<dyn SpeechToText>,
+    store: Store,
+    hub: CaptionHub,
+    ctx: CallContext,
+    live: LiveTranscriber,
+    finalize: FinalizeFn,
+    summarize: SummarizeFn,
+}
+
+impl CallTranscription {
+    async fn run(mut self, mut rx: mpsc::Receiver<TranscriptionInput>) {
+        let (tenant, call) = (self.ctx.tenant_id.clone(), self.ctx.call_id.clone());
+        let transcript = match self
+            .store
+            .create_call_transcript(
+                &tenant,
+                &call,
+                TranscriptStatus::Live,
+                &self.engine.model_name(),
+                crate::store::now_ms(),
+            )
+            .await
+        {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::error!(call_id = %call, error = %e, "cannot open transcript; captions stay live-only");
+                None
+            }
+        };
+        let mut in_flight: FuturesUnordered<BoxFuture<'static, (u64, Option<Vec<Hypothesis>>)>> =
+            FuturesUnordered::new();
+        let mut aborts: HashMap<u64, Arc<AtomicBool>> = HashMap::new();
+        let mut finals = Vec::new();
+        let mut input_open = true;
+        loop {
+            tokio::select! {
+                input = rx.recv(), if input_open => match input {
+                    Some(TranscriptionInput::Narrowband(c)) => self.live.handle_narrowband(&c),
+                    Some(TranscriptionInput::Wideband(c)) => self.live.handle_wideband(&c),
+                    None => {
+                        input_open = false;
+                        self.live.finish();
+                    }
+                },
+                Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    aborts.remove(&id);
+                    self.live.handle_result(id, result);
+                }
+                else => {}
+            }
+            while let Some(req) = self.live.poll_request() {
+                let abort = Arc::new(AtomicBool::new(false));
+                aborts.insert(req.id, abort.clone());
+                let fut = self.engine.transcribe(&req, abort);
+                let (id, kind) = (req.id, req.kind);
+                let call_id = call.clone();
+                in_flight.push(Box::pin(async move {
+                    match fut.await {
+                        Ok(h) => (id, Some(h)),
+                        Err(e) => {
+                            if kind == DecodeKind::Final {
+                                tracing::warn!(call_id = %call_id, error = %e, "final decode failed");
+                            }
+                            (id, None)
+                        }
+                    }
+                }));
+            }
+            // Partials overtaken by newer audio are cancelled.
+            for (id, flag) in &aborts {
+                if !self.live.is_current(*id) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
+            while let Some(mut event) = self.live.poll_event() {
+                if let CaptionEvent::Final(f) = &mut event {
+                    f.text = (self.finalize)(&tenant, &f.text);
+                    if let Some(t) = &transcript {
+                        let seg = Segment {
+                            track: f.track.as_str().to_string(),
+                            start_ms: f.start_ms as i64,
+                            end_ms: f.end_ms as i64,
+                            text: f.text.clone(),
+                            confidence: f.confidence.map(f64::from),
+                        };
+                        if let Err(e) = self
+                            .store
+                            .add_transcript_segment(&tenant, t, &seg, crate::store::now_ms())
+                            .await
+                        {
+                            tracing::error!(call_id = %call, error = %e, "cannot store a final segment");
+                        }
+                    }
+                    finals.push(f.clone());
+                }
+                self.hub.publish(&call, event);
+            }
+            if !input_open && in_flight.is_empty() && self.live.is_idle() {
+                break;
+            }
+        }
+        if let Some(t) = &transcript {
+            let summary = (self.summarize)(&finals);
+            if let Err(e) = self
+                .store
+                .finish_transcript(
+                    &tenant,
+                    t,
+                    TranscriptStatus::Completed,
+                    Some(&summary),
+                    crate::store::now_ms(),
+                )
+                .await
+            {
+                tracing::error!(call_id = %call, error = %e, "cannot complete the transcript");
+            }
+        }
+        self.hub.close(&call);
+    }
+}
