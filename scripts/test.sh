@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# Build dependencies and the Whisper model, plus the tools the tests use to
+# make real speech (espeak-ng, sox).
+bash scripts/setup.sh espeak-ng sox
+
 # PostgreSQL: the repository tests run against it as well as SQLite.
 if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

@@ -50,6 +50,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Media stream settings.
     pub stream: StreamConfig,
+    /// Local speech recognition.
+    pub asr: AsrConfig,
     /// How long open sessions get to finish on shutdown before being forced.
     pub shutdown_grace_secs: u64,
 }
@@ -82,6 +84,54 @@ pub struct StreamConfig {
     pub recording_queue: usize,
 }
 
+/// Local Whisper settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsrConfig {
+    /// Transcribe live calls. Needs the model (`callstream model install`).
+    pub enabled: bool,
+    /// whisper.cpp model file.
+    pub model_path: PathBuf,
+    /// CPU threads one Whisper job uses.
+    pub threads_per_job: usize,
+    /// Whisper jobs run at once (each holds a decoder state). Threads used
+    /// in all: `threads_per_job * max_parallel_jobs`.
+    pub max_parallel_jobs: usize,
+    /// New speech between two partial captions of an utterance.
+    pub partial_interval_ms: u64,
+    /// Silence that ends an utterance (and yields its final).
+    pub end_silence_ms: u64,
+    /// Longest utterance before a final is forced.
+    pub max_utterance_ms: u64,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        let live = crate::asr::live::LiveConfig::default();
+        Self {
+            enabled: true,
+            model_path: PathBuf::from("models/ggml-tiny.en.bin"),
+            threads_per_job: 1,
+            max_parallel_jobs: 2,
+            partial_interval_ms: live.partial_interval_ms,
+            end_silence_ms: live.end_silence_ms,
+            max_utterance_ms: live.max_utterance_ms,
+        }
+    }
+}
+
+impl AsrConfig {
+    /// The live captioning policy these settings describe.
+    pub fn live(&self) -> crate::asr::live::LiveConfig {
+        crate::asr::live::LiveConfig {
+            partial_interval_ms: self.partial_interval_ms,
+            end_silence_ms: self.end_silence_ms,
+            max_utterance_ms: self.max_utterance_ms,
+            ..crate::asr::live::LiveConfig::default()
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -90,6 +140,7 @@ impl Default for Config {
             public_url: None,
             database_url: None,
             stream: StreamConfig::default(),
+            asr: AsrConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -212,6 +263,13 @@ impl Config {
                 "STREAM__TOKEN_SECRET" => stream.token_secret as opt,
                 "STREAM__TRANSCRIPTION_QUEUE" => stream.transcription_queue,
                 "STREAM__RECORDING_QUEUE" => stream.recording_queue,
+                "ASR__ENABLED" => asr.enabled,
+                "ASR__MODEL_PATH" => asr.model_path,
+                "ASR__THREADS_PER_JOB" => asr.threads_per_job,
+                "ASR__MAX_PARALLEL_JOBS" => asr.max_parallel_jobs,
+                "ASR__PARTIAL_INTERVAL_MS" => asr.partial_interval_ms,
+                "ASR__END_SILENCE_MS" => asr.end_silence_ms,
+                "ASR__MAX_UTTERANCE_MS" => asr.max_utterance_ms,
             );
         }
         Ok(())
@@ -278,6 +336,37 @@ impl Config {
         }
         if s.transcription_queue == 0 || s.recording_queue == 0 {
             return Err(invalid("stream.*_queue", "must be at least 1"));
+        }
+        let a = &self.asr;
+        if a.threads_per_job == 0 || a.max_parallel_jobs == 0 {
+            return Err(invalid(
+                "asr.threads_per_job/max_parallel_jobs",
+                "must be at least 1",
+            ));
+        }
+        if a.threads_per_job * a.max_parallel_jobs > 256 {
+            return Err(invalid(
+                "asr.threads_per_job",
+                "thread budget is unreasonably large",
+            ));
+        }
+        if !(100..=5_000).contains(&a.partial_interval_ms) {
+            return Err(invalid(
+                "asr.partial_interval_ms",
+                "must be between 100 and 5000",
+            ));
+        }
+        if !(200..=5_000).contains(&a.end_silence_ms) {
+            return Err(invalid(
+                "asr.end_silence_ms",
+                "must be between 200 and 5000",
+            ));
+        }
+        if !(2_000..=30_000).contains(&a.max_utterance_ms) {
+            return Err(invalid(
+                "asr.max_utterance_ms",
+                "must be between 2000 and 30000 (Whisper hears 30 s at most)",
+            ));
         }
         Ok(())
     }
