@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Auth;
 use super::error::ApiQuery;
 use super::{AppError, AppState};
-use crate::store::{Call, CallLog, CallPage};
+use crate::store::{Call, CallLog, CallPage, Transcript};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +41,8 @@ pub struct CallDetail {
     #[serde(flatten)]
     call: Call,
     logs: Vec<CallLog>,
+    /// The call's transcript status and, once the call has ended, its summary.
+    transcript: Option<Transcript>,
 }
 
 pub async fn get(
@@ -50,5 +52,13 @@ pub async fn get(
 ) -> Result<Json<CallDetail>, AppError> {
     let call = state.store.get_call(&who.tenant_id, &id).await?;
     let logs = state.store.list_call_logs(&who.tenant_id, &id).await?;
-    Ok(Json(CallDetail { call, logs }))
+    let transcript = match &call.transcript_id {
+        Some(t) => Some(state.store.get_transcript(&who.tenant_id, t).await?),
+        None => None,
+    };
+    Ok(Json(CallDetail {
+        call,
+        logs,
+        transcript,
+    }))
 }
