@@ -1,3 +1,4 @@
 //! Local speech recognition: Whisper engine, live captioning policy, exports.
 
 pub mod live;
+pub mod redact;
