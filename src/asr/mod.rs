@@ -2,3 +2,5 @@
 
 pub mod captions;
 pub mod live;
+pub mod redact;
+pub mod summary;
