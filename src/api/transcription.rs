@@ -51,10 +51,6 @@ pub struct TranscriptionSinks {
     pub queue: usize,
     /// Keeps shutdown waiting until transcripts are complete.
     pub tracker: TaskTracker,
-    /// Post-processing of final text (e.g. PII redaction) per tenant.
-    pub finalize: FinalizeFn,
-    /// Summary of a finished call from its finals.
-    pub summarize: SummarizeFn,
 }
 
 impl SinkFactory for TranscriptionSinks {
@@ -67,8 +63,6 @@ impl SinkFactory for TranscriptionSinks {
             hub: self.hub.clone(),
             ctx: call.clone(),
             live: LiveTranscriber::new(self.config.clone()),
-            finalize: self.finalize.clone(),
-            summarize: self.summarize.clone(),
         };
         self.tracker.spawn(job.run(rx));
         SinkSet {
@@ -84,13 +78,16 @@ struct CallTranscription {
     hub: CaptionHub,
     ctx: CallContext,
     live: LiveTranscriber,
-    finalize: FinalizeFn,
-    summarize: SummarizeFn,
 }
 
 impl CallTranscription {
     async fn run(mut self, mut rx: mpsc::Receiver<TranscriptionInput>) {
         let (tenant, call) = (self.ctx.tenant_id.clone(), self.ctx.call_id.clone());
+        let redact = match self.store.tenant_settings(&tenant).await {
+            Ok(s) => s.pii_redaction,
+            // Fail closed: when unsure, redact.
+            Err(_) => true,
+        };
         let transcript = match self
             .store
             .create_call_transcript(
@@ -155,7 +152,9 @@ impl CallTranscription {
             }
             while let Some(mut event) = self.live.poll_event() {
                 if let CaptionEvent::Final(f) = &mut event {
-                    f.text = (self.finalize)(&tenant, &f.text);
+                    if redact {
+                        f.text = crate::asr::redact::redact(&f.text).text;
+                    }
                     if let Some(t) = &transcript {
                         let seg = Segment {
                             track: f.track.as_str().to_string(),
@@ -181,7 +180,8 @@ impl CallTranscription {
             }
         }
         if let Some(t) = &transcript {
-            let summary = (self.summarize)(&finals);
+            let summary = serde_json::to_value(crate::asr::summary::summarize(&finals))
+                .unwrap_or(serde_json::Value::Null);
             if let Err(e) = self
                 .store
                 .finish_transcript(

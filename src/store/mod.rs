@@ -17,7 +17,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
 pub use calls::{Call, CallLog, CallPage, CallStatus, Direction, StreamCall};
-pub use tenants::{Tenant, TwilioCredentials};
+pub use tenants::{Tenant, TenantSettings, TwilioCredentials};
 pub use transcripts::{Segment, Transcript, TranscriptStatus};
 
 /// Errors from the storage layer. Messages never carry row contents.

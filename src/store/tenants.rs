@@ -14,6 +14,16 @@ pub struct Tenant {
     pub created_at: i64,
 }
 
+/// Per-tenant behaviour switches, stored as JSON so settings can grow
+/// without migrations. Unknown keys in storage are kept out by the API.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    /// Redact card numbers, phone numbers, e-mail and SSN-like numbers from
+    /// final transcript text before it is stored or shown.
+    pub pii_redaction: bool,
+}
+
 /// What is needed to authenticate a tenant's Twilio traffic.
 #[derive(Debug, Clone)]
 pub struct TwilioCredentials {
@@ -85,6 +95,35 @@ impl Store {
         credentials(&row)
     }
 
+    pub async fn tenant_settings(&self, tenant_id: &str) -> Result<TenantSettings> {
+        let raw: String = sqlx::query_scalar("SELECT settings FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        serde_json::from_str(&raw).map_err(|_| StoreError::Corrupt("tenant settings".into()))
+    }
+
+    pub async fn set_tenant_settings(
+        &self,
+        tenant_id: &str,
+        settings: &TenantSettings,
+    ) -> Result<()> {
+        let json = serde_json::to_string(settings)
+            .map_err(|_| StoreError::Corrupt("tenant settings".into()))?;
+        let _writer = self.writer().await;
+        let done = sqlx::query("UPDATE tenants SET settings = $1, updated_at = $2 WHERE id = $3")
+            .bind(json)
+            .bind(super::now_ms())
+            .bind(tenant_id)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     /// Changes whenever a tenant is added or its credentials change, so a
     /// cache of credentials knows when to reload.
     pub async fn tenants_fingerprint(&self) -> Result<String> {
@@ -147,6 +186,19 @@ mod tests {
             ));
             assert_eq!(store.all_twilio_credentials().await.unwrap().len(), 1);
             assert_eq!(store.get_tenant(&t.id).await.unwrap().name, "Acme");
+            assert_eq!(
+                store.tenant_settings(&t.id).await.unwrap(),
+                TenantSettings::default()
+            );
+            let on = TenantSettings {
+                pii_redaction: true,
+            };
+            store.set_tenant_settings(&t.id, &on).await.unwrap();
+            assert_eq!(store.tenant_settings(&t.id).await.unwrap(), on);
+            assert!(matches!(
+                store.set_tenant_settings("nope", &on).await,
+                Err(StoreError::NotFound)
+            ));
         }
     }
 }
