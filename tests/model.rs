@@ -5,7 +5,7 @@
 //! These tests need `models/ggml-tiny.en.bin`; without it they fail and say
 //! how to install it (a missing model must not look like a pass).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use callstream::asr::model::{self, GgmlType};
@@ -169,10 +169,47 @@ fn mel_filterbank_equals_openai_whisper() {
 
 #[test]
 fn tiny_en_transcribes_jfk() {
-    let model = tiny_en();
-    let samples = jfk_samples();
+    transcribe_jfk(&tiny_en(), "tiny.en");
+}
 
-    let ctx = WhisperContext::new_with_params(&model, WhisperContextParameters::default())
+/// base is not needed by the rest of the suite, so it is not installed by
+/// default; run with `--ignored` after `scripts/install-model.sh base`.
+#[test]
+#[ignore = "needs models/ggml-base.bin (scripts/install-model.sh base)"]
+fn base_is_the_recorded_conversion_and_transcribes_jfk() {
+    let path = root().join("models/ggml-base.bin");
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/install-model.sh base",
+        path.display()
+    );
+    assert_eq!(
+        Some(model::sha256_file(&path).unwrap().as_str()),
+        model::recorded_checksum("ggml-base.bin")
+    );
+    let info = model::read_ggml_info(&path).unwrap();
+    let h = info.hparams;
+    assert_eq!(
+        [
+            h.n_vocab,
+            h.n_audio_state,
+            h.n_audio_head,
+            h.n_audio_layer,
+            h.n_text_layer
+        ],
+        [51865, 512, 8, 6, 6]
+    );
+    // Multilingual: 50257 ordinary tokens, id 50256 the empty one.
+    assert_eq!(info.vocabulary.len(), 50257);
+    assert!(info.vocabulary[50256].is_empty());
+    assert_eq!(info.tensors.len(), 7 + 15 * 6 + 4 + 24 * 6);
+    transcribe_jfk(&path, "base");
+}
+
+/// Transcribes jfk.wav with 2 threads and checks the WER.
+fn transcribe_jfk(model: &Path, label: &str) {
+    let samples = jfk_samples();
+    let ctx = WhisperContext::new_with_params(model, WhisperContextParameters::default())
         .expect("whisper.cpp loads the converted model");
     let mut state = ctx.create_state().unwrap();
     let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
@@ -192,13 +229,17 @@ fn tiny_en_transcribes_jfk() {
         .collect();
     let wer = word_error_rate(REFERENCE, &text);
     eprintln!(
-        "tiny.en on jfk.wav ({:.1} s, 2 threads): {:.2} s, WER {:.1} %: {:?}",
+        "{label} on jfk.wav ({:.1} s, 2 threads): {:.2} s, WER {:.1} %: {:?}",
         samples.len() as f64 / 16_000.0,
         elapsed.as_secs_f64(),
         wer * 100.0,
         text.trim()
     );
-    assert!(wer <= 0.05, "WER {:.1} % for {text:?}", wer * 100.0);
+    assert!(
+        wer <= 0.05,
+        "{label}: WER {:.1} % for {text:?}",
+        wer * 100.0
+    );
 }
 
 /// `media-fixtures/jfk.wav`: 16 kHz mono 16-bit PCM, as f32 in [-1, 1).
