@@ -8,6 +8,7 @@ mod error;
 pub mod stream;
 pub mod transcription;
 mod twilio_auth;
+mod ui;
 
 use std::sync::Arc;
 
@@ -71,6 +72,7 @@ pub fn app(state: AppState) -> Router {
             axum::routing::post(stream::send_to_stream),
         )
         .route("/v1/providers/twilio/stream", get(stream::twilio_upgrade))
+        .merge(ui::router())
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }

@@ -1,0 +1,187 @@
+//! The agent page: `GET /ui/calls/{id}` shows a call's live captions.
+//!
+//! Static files compiled into the binary (no build step, nothing fetched
+//! from elsewhere). The page needs no auth: it holds no data, and the
+//! captions API it calls checks the tenant's key, which the page takes from
+//! its URL fragment (never sent in a request line) or a form.
+
+use std::sync::OnceLock;
+
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use sha2::{Digest, Sha256};
+
+use super::AppError;
+
+const PAGE: &str = include_str!("../../web/call.html");
+
+/// Assets by file name: content type and body.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "call.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/call.js"),
+    ),
+    (
+        "call.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/call.css"),
+    ),
+];
+
+/// Only our own script, styles and API; the captions WebSocket included.
+const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self'; \
+                   base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The page's routes, for `api::app`.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/ui/calls/{id}", get(page))
+        .route("/ui/assets/{file}", get(asset))
+}
+
+/// Headers every UI response carries.
+fn common_headers(content_type: &'static str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h
+}
+
+/// The same page for every call: the script reads the id from the path.
+async fn page(Path(_id): Path<String>) -> Response {
+    let mut h = common_headers("text/html; charset=utf-8");
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    // Tiny, and must pick up a new deployment's asset names at once.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (h, PAGE).into_response()
+}
+
+/// Assets keep their names across releases, so browsers revalidate each use
+/// (`no-cache`) and get a 304 while the content's hash is unchanged.
+async fn asset(Path(file): Path<String>, request: HeaderMap) -> Result<Response, AppError> {
+    let index = ASSETS
+        .iter()
+        .position(|(name, ..)| *name == file)
+        .ok_or(AppError::NotFound)?;
+    let (_, content_type, body) = ASSETS[index];
+    let etag = &etags()[index];
+    let mut h = common_headers(content_type);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::ETAG, etag.clone());
+    let fresh = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == etag || tag.trim() == "*");
+    Ok(if fresh {
+        (StatusCode::NOT_MODIFIED, h).into_response()
+    } else {
+        (h, body).into_response()
+    })
+}
+
+/// Strong ETags of `ASSETS`, in order: a prefix of the content's SHA-256.
+fn etags() -> &'static [HeaderValue] {
+    static ETAGS: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    ETAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|(_, _, body)| {
+                let hash = hex::encode(&Sha256::digest(body.as_bytes())[..12]);
+                HeaderValue::from_str(&format!("\"{hash}\"")).expect("hex is a valid header")
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get(uri: &str, if_none_match: Option<&str>) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::get(uri);
+        if let Some(tag) = if_none_match {
+            req = req.header(header::IF_NONE_MATCH, tag);
+        }
+        let resp = router::<()>()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn page_is_html_with_a_strict_csp_and_no_caching() {
+        let (status, h, body) = get("/ui/calls/0190abcd", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'self'; connect-src 'self' ws: wss:;"));
+        assert!(body.contains(r#"<script src="/ui/assets/call.js" defer></script>"#));
+        assert!(body.contains(r#"aria-live="polite""#));
+        // Everything the page loads is ours; nothing inline for the CSP to block.
+        assert!(!body.contains("http://") && !body.contains("https://"));
+        assert!(!body.contains("<script>") && !body.contains("style="));
+    }
+
+    #[tokio::test]
+    async fn assets_have_types_and_revalidate_by_etag() {
+        for (file, content_type) in [
+            ("call.js", "text/javascript; charset=utf-8"),
+            ("call.css", "text/css; charset=utf-8"),
+        ] {
+            let uri = format!("/ui/assets/{file}");
+            let (status, h, body) = get(&uri, None).await;
+            assert_eq!(status, StatusCode::OK, "{file}");
+            assert_eq!(h[header::CONTENT_TYPE], content_type);
+            assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+            assert!(!body.is_empty());
+            let etag = h[header::ETAG].to_str().unwrap().to_string();
+            let (status, h, body) = get(&uri, Some(&format!("\"x\", {etag}"))).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED);
+            assert_eq!(h[header::ETAG], etag.as_str());
+            assert!(body.is_empty());
+            let (status, ..) = get(&uri, Some("\"stale\"")).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+
+    #[tokio::test]
+    async fn only_known_assets_are_served() {
+        for uri in [
+            "/ui/assets/call.html",
+            "/ui/assets/..%2Fcall.html",
+            "/ui/assets/..%2F..%2FCargo.toml",
+            "/ui/assets/",
+        ] {
+            assert_eq!(get(uri, None).await.0, StatusCode::NOT_FOUND, "{uri}");
+        }
+    }
+}
