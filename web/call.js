@@ -16,6 +16,7 @@ const finalsShown = new Set(); // history is sent again on every reconnect
 let socket = null;
 let ended = false;
 let failures = 0;
+let retryTimer = 0;
 
 function setStatus(state, text) {
   statusLine.dataset.state = state;
@@ -29,11 +30,11 @@ function mmss(ms) {
 
 function takeKeyFromFragment() {
   const key = new URLSearchParams(location.hash.slice(1)).get('access_token');
-  if (key) {
-    sessionStorage.setItem(KEY, key);
-    // Out of the address bar, history and anything copied from them.
-    history.replaceState(null, '', location.pathname + location.search);
-  }
+  if (!key) return false;
+  sessionStorage.setItem(KEY, key);
+  // Out of the address bar, history and anything copied from them.
+  history.replaceState(null, '', location.pathname + location.search);
+  return true;
 }
 
 function askForKey(message) {
@@ -113,6 +114,7 @@ function show(msg) {
 }
 
 function connect() {
+  clearTimeout(retryTimer);
   const key = sessionStorage.getItem(KEY);
   if (!key) return askForKey('Enter an API key to watch this call.');
   setStatus('connecting', 'Connecting…');
@@ -143,7 +145,7 @@ function connect() {
     socket = null;
     if (event.code === 4001) {
       setStatus('lagged', 'Fell behind; reconnecting…');
-      setTimeout(connect, 500);
+      retryTimer = setTimeout(connect, 500);
     } else if (!opened) {
       diagnose(key);
     } else {
@@ -179,8 +181,18 @@ function retry(why) {
   failures += 1;
   const seconds = Math.min(2 ** (failures - 1), 15);
   setStatus('offline', `${why}; retrying in ${seconds} s…`);
-  setTimeout(connect, seconds * 1000);
+  retryTimer = setTimeout(connect, seconds * 1000);
 }
+
+// A link with another key, opened in this tab, changes only the fragment.
+addEventListener('hashchange', () => {
+  if (!takeKeyFromFragment()) return;
+  socket?.close();
+  socket = null;
+  ended = false;
+  form.hidden = true;
+  connect();
+});
 
 document.getElementById('call-id').textContent = callId;
 takeKeyFromFragment();
