@@ -23,4 +23,7 @@ if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
   fi
 fi
 
+# Chromium and playwright-core for the browser test (tests/ui.rs).
+bash scripts/setup-browser.sh
+
 cargo test --release --all-targets "$@"
