@@ -92,7 +92,7 @@ function show(msg) {
     setStatus('ended', 'Call ended');
     return;
   }
-  if (!(msg.track in LABELS) || typeof msg.text !== 'string') return;
+  if (!Object.hasOwn(LABELS, msg.track) || typeof msg.text !== 'string') return;
   const follow = innerHeight + scrollY >= document.body.scrollHeight - 40;
   if (msg.type === 'partial') {
     const li = partials.get(msg.track) ?? newCaption(msg);

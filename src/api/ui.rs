@@ -59,7 +59,7 @@ fn common_headers(content_type: &'static str) -> HeaderMap {
 }
 
 /// The same page for every call: the script reads the id from the path.
-async fn page(Path(_id): Path<String>) -> Response {
+async fn page() -> Response {
     let mut h = common_headers("text/html; charset=utf-8");
     h.insert(
         header::CONTENT_SECURITY_POLICY,
