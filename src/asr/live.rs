@@ -445,7 +445,7 @@ impl LiveTranscriber {
             DecodeKind::Final => {
                 for h in result.unwrap_or_default() {
                     let text = h.text.trim().to_string();
-                    if text.is_empty() {
+                    if is_annotation(&text) {
                         continue;
                     }
                     self.events.push_back(CaptionEvent::Final(FinalSegment {
@@ -470,10 +470,20 @@ impl LiveTranscriber {
     }
 }
 
+/// Whisper's non-speech annotations (`[BLANK_AUDIO]`, `(music)`, `*cough*`):
+/// not captions.
+fn is_annotation(text: &str) -> bool {
+    let t = text.trim();
+    t.is_empty()
+        || (t.starts_with('[') && t.ends_with(']'))
+        || (t.starts_with('(') && t.ends_with(')'))
+        || (t.starts_with('*') && t.ends_with('*'))
+}
+
 fn join_text(hyps: &[Hypothesis]) -> String {
     hyps.iter()
         .map(|h| h.text.trim())
-        .filter(|t| !t.is_empty())
+        .filter(|t| !is_annotation(t))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -625,6 +635,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(lt.is_idle());
+    }
+
+    #[test]
+    fn annotations_are_not_captions() {
+        assert!(is_annotation(" [BLANK_AUDIO] "));
+        assert!(is_annotation("(music)"));
+        assert!(!is_annotation("I need help [with] this"));
+        let h = |t: &str| Hypothesis {
+            start_ms: 0,
+            end_ms: 1,
+            text: t.into(),
+            confidence: None,
+        };
+        assert_eq!(join_text(&[h("[BLANK_AUDIO]"), h(" hi ")]), "hi");
     }
 
     #[test]
