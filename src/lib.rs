@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod asr;
 pub mod audio;
 pub mod config;
 pub mod loadgen;
