@@ -8,7 +8,9 @@
 //! - a [`Scheduler`] with `max_parallel_jobs` slots, each run using
 //!   `threads_per_job` threads, so the engine never uses more threads than
 //!   the configured budget. Waiting jobs are served by [`Priority`]: live
-//!   finals, then live partials, then batch; FIFO within a priority.
+//!   finals, then live partials, then batch; FIFO within a priority. Batch
+//!   waits as long as live work is queued: size the budget so that live load
+//!   alone leaves slots idle.
 //!
 //! # Which method when
 //! - [`AsrEngine::load`] once at start-up. It blocks (reads the model, builds
@@ -59,8 +61,8 @@ pub enum AsrError {
     #[error("invalid engine configuration: {0}")]
     Config(String),
     #[error(
-        "Whisper model not found at {0}. Model files are not committed: convert one with the \
-         project's model converter (see DESIGN.md §5) into models/ggml-<name>.bin, or pass \
+        "Whisper model not found at {0}. Model files are not committed: install one with \
+         `callstream model install tiny.en` (or `base`; writes models/ggml-<name>.bin), or pass \
          --model PATH"
     )]
     ModelMissing(PathBuf),
