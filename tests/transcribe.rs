@@ -389,3 +389,23 @@ async fn abort_flag_cancels_and_bad_options_are_rejected() {
         .unwrap();
     assert!(t.text().is_empty(), "hallucinated {:?}", t.text());
 }
+
+#[tokio::test]
+async fn audio_longer_than_one_window_is_transcribed_whole() {
+    // jfk, 10 s of silence, jfk: 32 s, past Whisper's 30 s window, so the
+    // batch path runs the full encoder over two windows.
+    let jfk = jfk_samples();
+    let mut samples = jfk.clone();
+    samples.extend(std::iter::repeat_n(0.0, TARGET_RATE as usize * 10));
+    samples.extend_from_slice(&jfk);
+    assert_eq!(DecodeOptions::fitted_audio_ctx(samples.len()), None);
+    let t = engine(1, 1)
+        .transcribe(samples, DecodeOptions::default(), Priority::Batch)
+        .await
+        .unwrap();
+    assert_eq!(t.audio_ms, 32_000);
+    let twice = format!("{REFERENCE} {REFERENCE}");
+    assert!(wer(&twice, &t.text()) <= 0.05, "{}", t.text());
+    let last = t.segments.last().unwrap();
+    assert!((30_000..=32_000).contains(&last.end_ms), "{last:?}");
+}
