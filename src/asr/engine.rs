@@ -676,13 +676,15 @@ impl Scheduler {
 /// `{models_dir}/ggml-{name}.bin` (`tiny.en` → `models/ggml-tiny.en.bin`).
 pub fn resolve_model(spec: &str, models_dir: &Path) -> PathBuf {
     let path = Path::new(spec);
-    if path.exists() || spec.contains(std::path::MAIN_SEPARATOR) || spec.contains('/') {
-        return path.to_path_buf();
+    let is_path = path.exists()
+        || spec.contains('/')
+        || spec.contains(std::path::MAIN_SEPARATOR)
+        || spec.ends_with(".bin");
+    if is_path {
+        path.to_path_buf()
+    } else {
+        models_dir.join(format!("ggml-{spec}.bin"))
     }
-    if spec.ends_with(".bin") {
-        return path.to_path_buf();
-    }
-    models_dir.join(format!("ggml-{spec}.bin"))
 }
 
 #[cfg(test)]

@@ -82,7 +82,14 @@ impl DecodedAudio {
 /// Decodes a file; its extension is only a hint, the content decides.
 pub fn decode_file(path: &Path) -> Result<DecodedAudio, DecodeError> {
     let file = std::fs::File::open(path)?;
-    if file.metadata()?.len() == 0 {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(DecodeError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    if meta.len() == 0 {
         return Err(DecodeError::Empty);
     }
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_owned);
@@ -518,6 +525,14 @@ mod tests {
             decode_bytes(no_samples, Some("wav")),
             Err(DecodeError::Empty)
         ));
+    }
+
+    #[test]
+    fn directories_and_missing_files_are_io_errors() {
+        let dir = std::env::temp_dir();
+        assert!(matches!(decode_file(&dir), Err(DecodeError::Io(_))));
+        let missing = dir.join("callstream-no-such-file.wav");
+        assert!(matches!(decode_file(&missing), Err(DecodeError::Io(_))));
     }
 
     #[test]
