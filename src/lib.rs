@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod asr;
+pub mod audio;
 pub mod config;
 pub mod loadgen;
 pub mod media;

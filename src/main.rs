@@ -59,6 +59,9 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Transcribe audio files with the local Whisper model; transcripts on
+    /// stdout, per-file errors on stderr (exits non-zero if any file failed).
+    Transcribe(callstream::asr::batch::TranscribeArgs),
 }
 
 #[derive(Subcommand)]
@@ -234,6 +237,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Loadgen(opts) => {
             let report = callstream::loadgen::run(opts).await?;
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Transcribe(args) => {
+            let files = args.files.len();
+            let summary = callstream::asr::batch::run(args, &mut std::io::stdout().lock()).await?;
+            if summary.failed > 0 {
+                bail!("{} of {files} files failed", summary.failed);
+            }
             Ok(())
         }
     }

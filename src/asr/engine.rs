@@ -1,0 +1,913 @@
+//! The Whisper engine: one model in memory, shared CPU, live work first.
+//!
+//! Whisper's cost is CPU time, and live calls and batch jobs compete for the
+//! same cores. [`AsrEngine`] therefore owns
+//! - one [`WhisperContext`] (the weights, loaded once and shared),
+//! - a pool of reusable [`WhisperState`]s (per-run buffers, tens of MB each,
+//!   created on first need and kept),
+//! - a [`Scheduler`] with `max_parallel_jobs` slots, each run using
+//!   `threads_per_job` threads, so the engine never uses more threads than
+//!   the configured budget. Waiting jobs are served by [`Priority`]: live
+//!   finals, then live partials, then batch; FIFO within a priority. Batch
+//!   waits as long as live work is queued: size the budget so that live load
+//!   alone leaves slots idle.
+//!
+//! # Which method when
+//! - [`AsrEngine::load`] once at start-up. It blocks (reads the model, builds
+//!   a first state): call it before serving, or from `spawn_blocking`.
+//! - [`AsrEngine::transcribe`] per utterance, window or file, from any task;
+//!   clone the engine freely (it is an `Arc`). The future waits for a slot,
+//!   then runs Whisper on the blocking pool.
+//! - To cancel a stale live partial, set its [`DecodeOptions::abort`] flag:
+//!   a queued job then never starts, a running one stops at the next encoder
+//!   or decoder step, and the call returns [`AsrError::Aborted`]. Dropping the
+//!   future alone frees a queue place, but a run already started finishes.
+//!
+//! # Guards against Whisper's failure modes
+//! Whisper hallucinates on silence and loops on short or noisy windows. After
+//! each run the engine drops segments that are probably not speech (high
+//! no-speech probability with low token confidence, or only a bracketed
+//! annotation such as `[BLANK_AUDIO]`), collapses any n-gram repeated three or
+//! more times in a row (within a segment, and identical consecutive segments),
+//! and caps tokens per window when the encoder is shrunk.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+/// Samples per second of engine input.
+pub const SAMPLE_RATE: usize = 16_000;
+/// Audio per encoder position: Whisper's encoder sees 1500 positions per 30 s.
+const MS_PER_AUDIO_CTX: usize = 20;
+/// A segment is dropped as "not speech" when Whisper's no-speech probability
+/// is above this...
+pub const NO_SPEECH_THRESHOLD: f32 = 0.6;
+/// ...and its mean token probability is below this.
+pub const LOW_CONFIDENCE: f32 = 0.5;
+/// Consecutive repeats of the same n-gram that count as a decoding loop.
+pub const REPEAT_LIMIT: usize = 3;
+
+/// Why the engine could not produce a transcription.
+#[derive(Debug, thiserror::Error)]
+pub enum AsrError {
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+    #[error(
+        "Whisper model not found at {0}. Model files are not committed: install one with \
+         `callstream model install tiny.en` (or `base`; writes models/ggml-<name>.bin), or pass \
+         --model PATH"
+    )]
+    ModelMissing(PathBuf),
+    #[error("cannot load Whisper model {path}: {reason}")]
+    ModelLoad { path: PathBuf, reason: String },
+    #[error("no audio to transcribe")]
+    EmptyAudio,
+    #[error("invalid decode options: {0}")]
+    InvalidOptions(String),
+    /// The caller's abort flag was set before or during the run.
+    #[error("transcription aborted")]
+    Aborted,
+    #[error("Whisper failed: {0}")]
+    Whisper(String),
+    #[error("transcription worker panicked")]
+    Panicked,
+}
+
+/// Engine sizing. `threads_per_job × max_parallel_jobs` is the CPU budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// A whisper.cpp ggml model file (e.g. `models/ggml-tiny.en.bin`).
+    pub model_path: PathBuf,
+    /// Threads one Whisper run uses. More threads shorten one run (latency);
+    /// more parallel jobs serve more calls (throughput).
+    pub threads_per_job: usize,
+    /// Runs at once; also the number of `WhisperState`s kept.
+    pub max_parallel_jobs: usize,
+}
+
+impl EngineConfig {
+    /// Checks the budget against the cores this process may use.
+    pub fn validate(&self) -> Result<(), AsrError> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        self.validate_for(cores)
+    }
+
+    /// Checks the budget against `cores`: oversubscribing cores makes every
+    /// run slower, live ones included, which defeats the priorities.
+    pub fn validate_for(&self, cores: usize) -> Result<(), AsrError> {
+        if self.threads_per_job == 0 || self.max_parallel_jobs == 0 {
+            return Err(AsrError::Config(
+                "threads_per_job and max_parallel_jobs must be at least 1".into(),
+            ));
+        }
+        let total = self.threads_per_job.saturating_mul(self.max_parallel_jobs);
+        if total > cores {
+            return Err(AsrError::Config(format!(
+                "{} threads per job × {} parallel jobs = {total} threads, more than the {cores} \
+                 available cores",
+                self.threads_per_job, self.max_parallel_jobs
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Scheduling class of a job. Waiting jobs are served in the order
+/// `LiveFinal`, `LivePartial`, `Batch`: a final fixes text agents act on and
+/// is never superseded, while a partial is replaced by the next one (and can
+/// be aborted); batch work has no one waiting on it in real time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Priority {
+    LivePartial,
+    LiveFinal,
+    Batch,
+}
+
+impl Priority {
+    /// Lower is served first.
+    fn rank(self) -> u8 {
+        match self {
+            Priority::LiveFinal => 0,
+            Priority::LivePartial => 1,
+            Priority::Batch => 2,
+        }
+    }
+}
+
+/// Per-run Whisper options.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeOptions {
+    /// Encoder positions to use (20 ms each, at most 1500 = 30 s). Shrinking
+    /// it for short windows cuts encoder time; the audio must fit in it. See
+    /// [`DecodeOptions::fitted_audio_ctx`].
+    pub audio_ctx: Option<i32>,
+    /// Most text tokens per 30 s window. Defaults, when `audio_ctx` is set,
+    /// to a bound from the audio length: small encoders loop more easily.
+    pub max_tokens: Option<i32>,
+    /// Text that conditions the decoder: names, jargon, the previous final.
+    pub initial_prompt: Option<String>,
+    /// Emit one segment for the whole input (live windows).
+    pub single_segment: bool,
+    /// Do not condition a window on the text of the previous one.
+    pub no_context: bool,
+    /// Compute per-token timestamps (costs a little time).
+    pub token_timestamps: bool,
+    /// Added to every segment time: where this audio starts in the call.
+    pub offset_ms: i64,
+    /// Set to `true` to cancel (see the type-level docs).
+    pub abort: Option<Arc<AtomicBool>>,
+}
+
+impl DecodeOptions {
+    /// An `audio_ctx` covering `n_samples` plus about a second of padding,
+    /// or `None` when the audio needs the full 30 s encoder.
+    pub fn fitted_audio_ctx(n_samples: usize) -> Option<i32> {
+        let ms = n_samples * 1000 / SAMPLE_RATE;
+        let ctx = (ms.div_ceil(MS_PER_AUDIO_CTX) + 50).next_multiple_of(32);
+        (ctx < 1500).then_some(ctx as i32)
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::Relaxed))
+    }
+}
+
+/// A stretch of recognised speech.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub text: String,
+    /// Mean probability of the segment's text tokens.
+    pub confidence: Option<f32>,
+    /// Whisper's probability that its window held no speech.
+    pub no_speech_prob: f32,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transcription {
+    pub segments: Vec<Segment>,
+    /// Length of the audio transcribed.
+    pub audio_ms: u64,
+}
+
+impl Transcription {
+    /// Segment texts joined by spaces.
+    pub fn text(&self) -> String {
+        self.segments
+            .iter()
+            .map(|s| s.text.trim())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Shared handle to the model, its state pool and its scheduler.
+#[derive(Clone)]
+pub struct AsrEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    ctx: WhisperContext,
+    states: Mutex<Vec<WhisperState>>,
+    scheduler: Arc<Scheduler>,
+    multilingual: bool,
+    n_audio_ctx: i32,
+}
+
+impl AsrEngine {
+    /// Loads the model and prepares the first state. Blocking; see the
+    /// type-level docs for when to call it.
+    pub fn load(config: EngineConfig) -> Result<Self, AsrError> {
+        config.validate()?;
+        if !config.model_path.is_file() {
+            return Err(AsrError::ModelMissing(config.model_path.clone()));
+        }
+        // whisper.cpp logs through `tracing` instead of printing to stderr.
+        whisper_rs::install_logging_hooks();
+        let load_err = |reason: String| AsrError::ModelLoad {
+            path: config.model_path.clone(),
+            reason,
+        };
+        let ctx = WhisperContext::new_with_params(
+            &config.model_path,
+            WhisperContextParameters::default(),
+        )
+        .map_err(|e| load_err(format!("{e} (is it a whisper.cpp ggml file?)")))?;
+        // One state up front: fails now, not on the first call, if memory is short.
+        let first = ctx.create_state().map_err(|e| load_err(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                scheduler: Scheduler::new(config.max_parallel_jobs),
+                multilingual: ctx.is_multilingual(),
+                n_audio_ctx: ctx.n_audio_ctx(),
+                states: Mutex::new(vec![first]),
+                ctx,
+                config,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The scheduler, for queue-depth metrics.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.inner.scheduler
+    }
+
+    /// Transcribes 16 kHz mono `samples` once `priority` earns a slot.
+    pub async fn transcribe(
+        &self,
+        samples: Vec<f32>,
+        opts: DecodeOptions,
+        priority: Priority,
+    ) -> Result<Transcription, AsrError> {
+        self.inner.check(&samples, &opts)?;
+        if opts.aborted() {
+            return Err(AsrError::Aborted);
+        }
+        let permit = self.inner.scheduler.acquire(priority).await;
+        // It may have gone stale while queued: spend no CPU on it.
+        if opts.aborted() {
+            return Err(AsrError::Aborted);
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            inner.run(&samples, &opts)
+        })
+        .await
+        .map_err(|_| AsrError::Panicked)?
+    }
+}
+
+impl Inner {
+    fn check(&self, samples: &[f32], opts: &DecodeOptions) -> Result<(), AsrError> {
+        if samples.is_empty() {
+            return Err(AsrError::EmptyAudio);
+        }
+        if i32::try_from(samples.len()).is_err() {
+            return Err(AsrError::InvalidOptions(
+                "audio too long for one run".into(),
+            ));
+        }
+        if let Some(ctx) = opts.audio_ctx {
+            if ctx < 1 || ctx > self.n_audio_ctx {
+                return Err(AsrError::InvalidOptions(format!(
+                    "audio_ctx {ctx} outside 1..={}",
+                    self.n_audio_ctx
+                )));
+            }
+            // Beyond the shrunk encoder whisper.cpp would skip audio silently.
+            let covered = ctx as usize * MS_PER_AUDIO_CTX;
+            let audio_ms = samples.len() * 1000 / SAMPLE_RATE;
+            if audio_ms > covered {
+                return Err(AsrError::InvalidOptions(format!(
+                    "audio_ctx {ctx} covers {covered} ms but the audio is {audio_ms} ms"
+                )));
+            }
+        }
+        if opts.max_tokens.is_some_and(|m| m < 1) {
+            return Err(AsrError::InvalidOptions(
+                "max_tokens must be at least 1".into(),
+            ));
+        }
+        if opts
+            .initial_prompt
+            .as_deref()
+            .is_some_and(|p| p.contains('\0'))
+        {
+            return Err(AsrError::InvalidOptions(
+                "initial_prompt contains NUL".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn lock_states(&self) -> MutexGuard<'_, Vec<WhisperState>> {
+        // A panic elsewhere cannot leave the Vec itself inconsistent.
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs Whisper on a pooled state. Called with a scheduler permit held,
+    /// so at most `max_parallel_jobs` states exist.
+    fn run(&self, samples: &[f32], opts: &DecodeOptions) -> Result<Transcription, AsrError> {
+        let pooled = self.lock_states().pop();
+        let mut state = match pooled {
+            Some(s) => s,
+            None => self
+                .ctx
+                .create_state()
+                .map_err(|e| AsrError::Whisper(format!("cannot create state: {e}")))?,
+        };
+        let result = self.run_on(&mut state, samples, opts);
+        self.lock_states().push(state);
+        result
+    }
+
+    fn run_on(
+        &self,
+        state: &mut WhisperState,
+        samples: &[f32],
+        opts: &DecodeOptions,
+    ) -> Result<Transcription, AsrError> {
+        let audio_ms = (samples.len() * 1000 / SAMPLE_RATE) as u64;
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(self.config.threads_per_job as i32);
+        params.set_language(Some(if self.multilingual { "auto" } else { "en" }));
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        params.set_suppress_blank(true);
+        params.set_suppress_nst(true);
+        params.set_no_context(opts.no_context);
+        params.set_single_segment(opts.single_segment);
+        params.set_token_timestamps(opts.token_timestamps);
+        if let Some(ctx) = opts.audio_ctx {
+            params.set_audio_ctx(ctx);
+        }
+        if let Some(max) = opts.max_tokens.or_else(|| {
+            // About 4 words/s of fast speech at ~1.5 tokens a word, doubled.
+            opts.audio_ctx
+                .map(|_| (audio_ms as i64 * 12 / 1000 + 8).min(i64::from(i32::MAX)) as i32)
+        }) {
+            params.set_max_tokens(max);
+        }
+        // whisper-rs leaks the prompt's CString and the abort closure's box
+        // per run (its FullParams has no Drop); set them only when asked.
+        if let Some(prompt) = opts.initial_prompt.as_deref().filter(|p| !p.is_empty()) {
+            params.set_initial_prompt(prompt);
+        }
+        if let Some(flag) = opts.abort.clone() {
+            params.set_abort_callback_safe(move || flag.load(Ordering::Relaxed));
+        }
+
+        if let Err(e) = state.full(params, samples) {
+            return Err(if opts.aborted() {
+                AsrError::Aborted
+            } else {
+                AsrError::Whisper(e.to_string())
+            });
+        }
+
+        let eot = self.ctx.token_eot();
+        let mut segments = Vec::new();
+        for seg in state.as_iter() {
+            let text = seg.to_str_lossy().map(|t| t.trim().to_owned());
+            let Ok(text) = text else { continue };
+            let probs: Vec<f32> = (0..seg.n_tokens())
+                .filter_map(|i| seg.get_token(i))
+                .filter(|t| t.token_id() < eot)
+                .map(|t| t.token_probability())
+                .collect();
+            let confidence =
+                (!probs.is_empty()).then(|| probs.iter().sum::<f32>() / probs.len() as f32);
+            segments.push(Segment {
+                // whisper.cpp times are in centiseconds.
+                start_ms: seg.start_timestamp() * 10 + opts.offset_ms,
+                end_ms: seg.end_timestamp() * 10 + opts.offset_ms,
+                text,
+                confidence,
+                no_speech_prob: seg.no_speech_probability(),
+            });
+        }
+        Ok(Transcription {
+            segments: clean_segments(segments),
+            audio_ms,
+        })
+    }
+}
+
+/// Applies the guards described on the module: drops non-speech, collapses
+/// repetition loops within segments, then runs of [`REPEAT_LIMIT`] or more
+/// identical consecutive segments into one spanning them all.
+pub fn clean_segments(segments: Vec<Segment>) -> Vec<Segment> {
+    let kept: Vec<Segment> = segments
+        .into_iter()
+        .filter(|s| !is_probably_not_speech(s))
+        .map(|mut s| {
+            s.text = collapse_repeats(&s.text);
+            s
+        })
+        .filter(|s| !s.text.is_empty())
+        .collect();
+    let mut out = Vec::with_capacity(kept.len());
+    let mut rest = kept.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let key = words_key(&first.text);
+        let mut run = vec![first];
+        while let Some(next) = rest.next_if(|s| words_key(&s.text) == key) {
+            run.push(next);
+        }
+        if run.len() >= REPEAT_LIMIT {
+            let end_ms = run.iter().map(|s| s.end_ms).max().unwrap_or_default();
+            let mut one = run.swap_remove(0);
+            one.end_ms = one.end_ms.max(end_ms);
+            out.push(one);
+        } else {
+            out.extend(run);
+        }
+    }
+    out
+}
+
+/// Hallucination over silence or noise: nothing but annotations such as
+/// `[BLANK_AUDIO]`, `(music)` or `♪`, or a likely no-speech window decoded
+/// with low confidence.
+fn is_probably_not_speech(seg: &Segment) -> bool {
+    let mut depth = 0usize;
+    let mut spoken = false;
+    for c in seg.text.chars() {
+        match c {
+            '[' | '(' => depth += 1,
+            ']' | ')' => depth = depth.saturating_sub(1),
+            c if depth == 0 && c.is_alphanumeric() => spoken = true,
+            _ => {}
+        }
+    }
+    !spoken
+        || (seg.no_speech_prob > NO_SPEECH_THRESHOLD
+            && seg.confidence.unwrap_or(0.0) < LOW_CONFIDENCE)
+}
+
+/// A word compared case- and punctuation-insensitively.
+fn word_key(word: &str) -> String {
+    word.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn words_key(text: &str) -> Vec<String> {
+    text.split_whitespace().map(word_key).collect()
+}
+
+/// Replaces any n-gram repeated [`REPEAT_LIMIT`] or more times in a row by
+/// one copy ("thank you thank you thank you" → "thank you"). Shorter n-grams
+/// are tried first, so "no no no no" becomes "no".
+pub fn collapse_repeats(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let keys: Vec<String> = words.iter().map(|w| word_key(w)).collect();
+    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        let mut advanced = false;
+        for n in 1..=(words.len() - i) / REPEAT_LIMIT {
+            let gram = &keys[i..i + n];
+            if gram.iter().all(String::is_empty) {
+                continue;
+            }
+            let mut copies = 1;
+            while i + (copies + 1) * n <= words.len()
+                && keys[i + copies * n..i + (copies + 1) * n] == *gram
+            {
+                copies += 1;
+            }
+            if copies >= REPEAT_LIMIT {
+                out.extend_from_slice(&words[i..i + n]);
+                i += copies * n;
+                advanced = true;
+                break;
+            }
+        }
+        if !advanced {
+            out.push(words[i]);
+            i += 1;
+        }
+    }
+    out.join(" ")
+}
+
+/// Grants at most `slots` concurrent jobs, by [`Priority`] then arrival.
+///
+/// Independent of Whisper so the policy is testable without a model. A
+/// [`Permit`] returns its slot on drop — also when the job panics or the
+/// waiting future is dropped — and a slot freed while jobs wait goes straight
+/// to the best waiter, so a late high-priority job cannot be overtaken by an
+/// earlier low-priority one.
+pub struct Scheduler {
+    state: Mutex<SchedulerState>,
+}
+
+struct SchedulerState {
+    free: usize,
+    waiting: BinaryHeap<Waiter>,
+    next_seq: u64,
+}
+
+struct Waiter {
+    rank: u8,
+    seq: u64,
+    grant: oneshot::Sender<Permit>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        (self.rank, self.seq) == (other.rank, other.seq)
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiter {
+    /// The heap's maximum is the best waiter: lowest rank, then oldest.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (other.rank, other.seq).cmp(&(self.rank, self.seq))
+    }
+}
+
+/// One granted slot; dropping it frees the slot.
+pub struct Permit {
+    scheduler: Option<Arc<Scheduler>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(s) = self.scheduler.take() {
+            s.release();
+        }
+    }
+}
+
+impl Scheduler {
+    pub fn new(slots: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(SchedulerState {
+                free: slots,
+                waiting: BinaryHeap::new(),
+                next_seq: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SchedulerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Jobs waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    /// Slots free right now.
+    pub fn available(&self) -> usize {
+        self.lock().free
+    }
+
+    /// Waits for a slot. Cancel-safe: dropping the future gives up the place
+    /// in the queue, and a slot granted to a dropped waiter moves on.
+    pub async fn acquire(self: &Arc<Self>, priority: Priority) -> Permit {
+        loop {
+            let granted = {
+                let mut s = self.lock();
+                if s.free > 0 {
+                    s.free -= 1;
+                    return Permit {
+                        scheduler: Some(self.clone()),
+                    };
+                }
+                let (grant, granted) = oneshot::channel();
+                let seq = s.next_seq;
+                s.next_seq += 1;
+                s.waiting.push(Waiter {
+                    rank: priority.rank(),
+                    seq,
+                    grant,
+                });
+                granted
+            };
+            // The sender is only dropped unsent if this receiver was dropped
+            // first, so this loops only in theory.
+            if let Ok(permit) = granted.await {
+                return permit;
+            }
+        }
+    }
+
+    /// Hands a freed slot to the best live waiter, else marks it free.
+    fn release(self: Arc<Self>) {
+        let mut permit = Permit {
+            scheduler: Some(self.clone()),
+        };
+        loop {
+            let waiter = {
+                let mut s = self.lock();
+                match s.waiting.pop() {
+                    Some(w) => w,
+                    None => {
+                        s.free += 1;
+                        // Disarm: the slot is now counted in `free`.
+                        permit.scheduler = None;
+                        return;
+                    }
+                }
+            };
+            // Outside the lock: a failed send hands the permit back to us.
+            match waiter.grant.send(permit) {
+                Ok(()) => return,
+                Err(p) => permit = p,
+            }
+        }
+    }
+}
+
+/// Resolves a `--model` argument: an existing path or one with a `/` or a
+/// `.bin` suffix is a path; anything else is a model name looked up as
+/// `{models_dir}/ggml-{name}.bin` (`tiny.en` → `models/ggml-tiny.en.bin`).
+pub fn resolve_model(spec: &str, models_dir: &Path) -> PathBuf {
+    let path = Path::new(spec);
+    let is_path = path.exists()
+        || spec.contains('/')
+        || spec.contains(std::path::MAIN_SEPARATOR)
+        || spec.ends_with(".bin");
+    if is_path {
+        path.to_path_buf()
+    } else {
+        models_dir.join(format!("ggml-{spec}.bin"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn seg(text: &str, no_speech_prob: f32, confidence: Option<f32>) -> Segment {
+        Segment {
+            start_ms: 0,
+            end_ms: 1_000,
+            text: text.into(),
+            confidence,
+            no_speech_prob,
+        }
+    }
+
+    #[tokio::test]
+    async fn live_work_is_served_before_batch() {
+        let scheduler = Scheduler::new(1);
+        let busy = scheduler.acquire(Priority::Batch).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // Arrival order: batch, partial, batch, final, partial.
+        let arrivals = [
+            ("batch-1", Priority::Batch),
+            ("partial-1", Priority::LivePartial),
+            ("batch-2", Priority::Batch),
+            ("final-1", Priority::LiveFinal),
+            ("partial-2", Priority::LivePartial),
+        ];
+        for (n, (name, priority)) in arrivals.into_iter().enumerate() {
+            let (s, tx) = (scheduler.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _permit = s.acquire(priority).await;
+                tx.send(name).unwrap();
+            });
+            while scheduler.queued() < n + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(tx);
+        drop(busy);
+        let mut order = Vec::new();
+        while let Some(name) = rx.recv().await {
+            order.push(name);
+        }
+        assert_eq!(
+            order,
+            ["final-1", "partial-1", "partial-2", "batch-1", "batch-2"]
+        );
+        assert_eq!(scheduler.available(), 1);
+    }
+
+    #[tokio::test]
+    async fn slots_bound_concurrency() {
+        let scheduler = Scheduler::new(2);
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, running, peak) = (scheduler.clone(), running.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let p = if i % 2 == 0 {
+                        Priority::Batch
+                    } else {
+                        Priority::LivePartial
+                    };
+                    let _permit = s.acquire(p).await;
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert_eq!(scheduler.available(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_does_not_lose_the_slot() {
+        let scheduler = Scheduler::new(1);
+        let busy = scheduler.acquire(Priority::Batch).await;
+        let s = scheduler.clone();
+        let cancelled = tokio::spawn(async move { s.acquire(Priority::LiveFinal).await });
+        while scheduler.queued() < 1 {
+            tokio::task::yield_now().await;
+        }
+        cancelled.abort();
+        let _ = cancelled.await;
+        let s = scheduler.clone();
+        let batch = tokio::spawn(async move { drop(s.acquire(Priority::Batch).await) });
+        while scheduler.queued() < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(busy);
+        tokio::time::timeout(Duration::from_secs(5), batch)
+            .await
+            .expect("the slot reached the live waiter")
+            .unwrap();
+        assert_eq!(scheduler.available(), 1);
+    }
+
+    #[test]
+    fn thread_budget_is_validated() {
+        let cfg = |threads_per_job, max_parallel_jobs| EngineConfig {
+            model_path: "m.bin".into(),
+            threads_per_job,
+            max_parallel_jobs,
+        };
+        assert!(cfg(2, 1).validate_for(2).is_ok());
+        assert!(cfg(1, 2).validate_for(2).is_ok());
+        assert!(matches!(
+            cfg(2, 2).validate_for(2),
+            Err(AsrError::Config(_))
+        ));
+        assert!(matches!(
+            cfg(0, 1).validate_for(2),
+            Err(AsrError::Config(_))
+        ));
+        assert!(matches!(
+            cfg(1, 0).validate_for(2),
+            Err(AsrError::Config(_))
+        ));
+        assert!(matches!(
+            cfg(usize::MAX, 2).validate_for(2),
+            Err(AsrError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn missing_model_names_the_path_and_how_to_get_it() {
+        let err = AsrEngine::load(EngineConfig {
+            model_path: "/nonexistent/ggml-tiny.en.bin".into(),
+            threads_per_job: 1,
+            max_parallel_jobs: 1,
+        })
+        .err()
+        .unwrap();
+        let msg = err.to_string();
+        assert!(matches!(err, AsrError::ModelMissing(_)));
+        assert!(msg.contains("/nonexistent/ggml-tiny.en.bin") && msg.contains("--model"));
+    }
+
+    #[test]
+    fn repetition_loops_collapse() {
+        assert_eq!(
+            collapse_repeats("thank you thank you thank you"),
+            "thank you"
+        );
+        assert_eq!(
+            collapse_repeats("I said no, no, no, no to that"),
+            "I said no, to that"
+        );
+        assert_eq!(
+            collapse_repeats("Okay. Okay. Okay. Okay. Okay. Bye."),
+            "Okay. Bye."
+        );
+        // Two copies are speech, not a loop.
+        assert_eq!(collapse_repeats("very very good"), "very very good");
+        assert_eq!(
+            collapse_repeats("ask not what your country can do for you, ask what you can do"),
+            "ask not what your country can do for you, ask what you can do"
+        );
+        assert_eq!(collapse_repeats("a b c a b c a b c d"), "a b c d");
+        assert_eq!(collapse_repeats(""), "");
+    }
+
+    #[test]
+    fn non_speech_and_segment_loops_are_dropped() {
+        let cleaned = clean_segments(vec![
+            seg("Hello there.", 0.01, Some(0.9)),
+            seg("Thank you.", 0.9, Some(0.3)),
+            seg("[BLANK_AUDIO]", 0.1, Some(0.9)),
+            seg("(music) [applause]", 0.1, Some(0.9)),
+            // Confident speech survives a high no-speech probability.
+            seg("Loud and clear.", 0.8, Some(0.95)),
+            seg("Subscribe now.", 0.1, Some(0.7)),
+            seg("Subscribe now.", 0.1, Some(0.7)),
+            seg("subscribe now", 0.1, Some(0.7)),
+            seg("Subscribe now!", 0.1, Some(0.7)),
+            seg("Goodbye.", 0.1, Some(0.9)),
+            seg("♪ ♪", 0.1, Some(0.9)),
+        ]);
+        let texts: Vec<&str> = cleaned.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "Hello there.",
+                "Loud and clear.",
+                "Subscribe now.",
+                "Goodbye."
+            ]
+        );
+    }
+
+    #[test]
+    fn fitted_audio_ctx_covers_the_audio_with_margin() {
+        let ctx = DecodeOptions::fitted_audio_ctx(176_000).unwrap();
+        assert!(ctx as usize * MS_PER_AUDIO_CTX >= 11_000 + 1_000);
+        assert_eq!(ctx % 32, 0);
+        assert_eq!(DecodeOptions::fitted_audio_ctx(16_000 * 29), None);
+        assert!(DecodeOptions::fitted_audio_ctx(1).is_some());
+    }
+
+    #[test]
+    fn model_names_resolve_under_models() {
+        let dir = Path::new("models");
+        assert_eq!(
+            resolve_model("tiny.en", dir),
+            PathBuf::from("models/ggml-tiny.en.bin")
+        );
+        assert_eq!(
+            resolve_model("base", dir),
+            PathBuf::from("models/ggml-base.bin")
+        );
+        assert_eq!(resolve_model("/x/y.bin", dir), PathBuf::from("/x/y.bin"));
+        assert_eq!(
+            resolve_model("custom.bin", dir),
+            PathBuf::from("custom.bin")
+        );
+    }
+}
