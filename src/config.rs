@@ -156,7 +156,7 @@ impl Default for StreamConfig {
             max_hold_ms: 100,
             token_ttl_secs: 300,
             token_secret: None,
-            transcription_queue: 256,
+            transcription_queue: 2048,
             recording_queue: 1024,
         }
     }

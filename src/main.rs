@@ -7,10 +7,12 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use url::Url;
 
+use callstream::api::transcription::TranscriptionSinks;
 use callstream::config::{Config, Overrides};
 use callstream::secret::Secret;
 use callstream::store::{Role, Store};
 use callstream::{load_token_secret, AppState};
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -122,7 +124,8 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CALLSTREAM_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        // whisper.cpp logs dozens of lines per model load at info.
+        .unwrap_or_else(|_| EnvFilter::new("info,whisper_rs=warn,symphonia_core=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -277,7 +280,30 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         public_url = %cfg.public_url(),
         "callstream serving"
     );
-    let state = AppState::new(store.clone(), cfg, token_secret);
+    let mut state = AppState::new(store.clone(), cfg.clone(), token_secret);
+    if cfg.asr.enabled {
+        let engine_cfg = callstream::asr::engine::EngineConfig {
+            model_path: cfg.asr.model_path.clone(),
+            threads_per_job: cfg.asr.threads_per_job,
+            max_parallel_jobs: cfg.asr.max_parallel_jobs,
+        };
+        let engine = tokio::task::spawn_blocking(move || {
+            callstream::asr::engine::AsrEngine::load(engine_cfg)
+        })
+        .await?
+        .context(
+            "live transcription is enabled (asr.enabled) but the Whisper model cannot be loaded",
+        )?;
+        tracing::info!(model = %cfg.asr.model_path.display(), "live transcription on");
+        state.sinks = Arc::new(TranscriptionSinks {
+            engine: Arc::new(engine),
+            store: store.clone(),
+            hub: state.captions.clone(),
+            config: cfg.asr.live(),
+            queue: cfg.stream.transcription_queue,
+            tracker: state.sessions.tracker(),
+        });
+    }
     callstream::serve(listener, state, shutdown_signal()).await?;
     store.close().await;
     tracing::info!("stopped");

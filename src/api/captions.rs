@@ -174,3 +174,52 @@ fn sse_stream(sub: Subscription) -> impl Stream<Item = Result<Event, Infallible>
     });
     futures::StreamExt::chain(history, live)
 }
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// json (default), txt, vtt or srt.
+    format: Option<String>,
+}
+
+/// `GET /v1/calls/{id}/transcript?format=json|txt|vtt|srt`: the call's final
+/// segments, speakers labelled.
+pub async fn transcript(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(call_id): Path<String>,
+    super::error::ApiQuery(params): super::error::ApiQuery<ExportParams>,
+) -> Result<Response, AppError> {
+    use crate::asr::export::{render, Format, LabelledSegment};
+    let (format, content_type) = match params.format.as_deref().unwrap_or("json") {
+        "json" => (Format::Json, "application/json"),
+        "txt" => (Format::Txt, "text/plain; charset=utf-8"),
+        "vtt" => (Format::Vtt, "text/vtt; charset=utf-8"),
+        "srt" => (Format::Srt, "application/x-subrip; charset=utf-8"),
+        other => {
+            return Err(AppError::BadRequest(format!(
+                "unknown format `{}`: use json, txt, vtt or srt",
+                other.chars().take(16).collect::<String>()
+            )))
+        }
+    };
+    let segments: Vec<LabelledSegment> = stored_finals(&state, &who.tenant_id, &call_id)
+        .await?
+        .into_iter()
+        .map(|f| LabelledSegment {
+            track: Some(f.track),
+            segment: crate::asr::engine::Segment {
+                start_ms: f.start_ms as i64,
+                end_ms: f.end_ms as i64,
+                text: f.text,
+                confidence: f.confidence,
+                no_speech_prob: 0.0,
+            },
+        })
+        .collect();
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        render(format, &segments),
+    )
+        .into_response())
+}

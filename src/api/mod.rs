@@ -67,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/calls", get(calls::list))
         .route("/v1/calls/{id}", get(calls::get))
         .route("/v1/calls/{id}/captions", get(captions::captions))
+        .route("/v1/calls/{id}/transcript", get(captions::transcript))
         .route(
             "/v1/calls/{id}/stream/messages",
             axum::routing::post(stream::send_to_stream),

@@ -199,3 +199,53 @@ impl CallTranscription {
         self.hub.close(&call);
     }
 }
+
+impl SpeechToText for crate::asr::engine::AsrEngine {
+    fn transcribe(
+        &self,
+        req: &DecodeRequest,
+        abort: Arc<AtomicBool>,
+    ) -> BoxFuture<'static, Result<Vec<Hypothesis>, String>> {
+        use crate::asr::engine::{DecodeOptions, Priority};
+        let partial = req.kind == DecodeKind::Partial;
+        let opts = DecodeOptions {
+            // Live windows are short: an encoder sized to them is several
+            // times cheaper than the full 30 s one.
+            audio_ctx: DecodeOptions::fitted_audio_ctx(req.audio.len()),
+            single_segment: partial,
+            no_context: true,
+            abort: Some(abort),
+            ..DecodeOptions::default()
+        };
+        let priority = if partial {
+            Priority::LivePartial
+        } else {
+            Priority::LiveFinal
+        };
+        let engine = self.clone();
+        let audio = req.audio.clone();
+        Box::pin(async move {
+            let t = engine
+                .transcribe(audio, opts, priority)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(t.segments
+                .into_iter()
+                .map(|s| Hypothesis {
+                    start_ms: s.start_ms.max(0) as u64,
+                    end_ms: s.end_ms.max(0) as u64,
+                    text: s.text,
+                    confidence: s.confidence,
+                })
+                .collect())
+        })
+    }
+
+    fn model_name(&self) -> String {
+        let path = &self.config().model_path;
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .map(|s| s.trim_start_matches("ggml-").to_string())
+            .unwrap_or_else(|| path.display().to_string())
+    }
+}
