@@ -8,8 +8,7 @@
 //!   by its final, escaping, time stamps, lag and reconnect, end, the key
 //!   kept out of request lines, the CSP enforced.
 //! - `live_call_is_captioned_on_the_page`: the same page captioning a real
-//!   two-party call with Whisper. Ignored until the engine lands: see
-//!   [`whisper_engine`].
+//!   two-party call with the real Whisper model (tiny.en).
 //!
 //! Needs Debian's chromium, Node.js and playwright-core
 //! (`bash scripts/setup-browser.sh`); `tests/ui/driver.mjs` drives the
@@ -25,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use callstream::api::stream::{NoSinks, SinkFactory};
-use callstream::api::transcription::{SpeechToText, TranscriptionSinks};
+use callstream::api::transcription::TranscriptionSinks;
 use callstream::asr::live::{CaptionEvent, FinalSegment, LiveConfig};
 use callstream::config::{Config, Overrides};
 use callstream::media::codec::Codec;
@@ -35,7 +34,9 @@ use callstream::providers::twilio::stream::{frames, StreamTrack};
 use callstream::secret::Secret;
 use callstream::store::{Role, Store};
 use callstream::AppState;
-use common::{expect_close, http, jfk_frames, Call, Ws, ACCOUNT_SID, AUTH_TOKEN, STREAM_PATH};
+use common::{
+    expect_close, http, jfk_frames, whisper_engine, Call, Ws, ACCOUNT_SID, AUTH_TOKEN, STREAM_PATH,
+};
 use futures::SinkExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -47,27 +48,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 // ---------------------------------------------------------------------------
 // The speech engine
-
-/// The Whisper engine for `live_call_is_captioned_on_the_page`.
-///
-/// ENABLE AFTER MERGE of `callstream::asr::engine`: delete this stub and the
-/// `#[cfg(any())]` line on the real function below, then the `#[ignore]` of
-/// the test. If the engine's constructor differs from `AsrEngine::load(&Path)`
-/// or the engine is not itself a `SpeechToText`, adapt that one call.
-fn whisper_engine() -> Arc<dyn SpeechToText> {
-    panic!("callstream::asr::engine is not on this branch yet: see whisper_engine() in tests/ui.rs")
-}
-
-#[cfg(any())] // ENABLE AFTER MERGE: delete this line and the stub above.
-fn whisper_engine() -> Arc<dyn SpeechToText> {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ggml-tiny.en.bin");
-    assert!(
-        model.exists(),
-        "{} is missing: run scripts/install-model.sh tiny.en",
-        model.display()
-    );
-    Arc::new(callstream::asr::engine::AsrEngine::load(&model).expect("Whisper tiny.en loads"))
-}
 
 // ---------------------------------------------------------------------------
 // Tests
@@ -321,7 +301,6 @@ async fn page_shows_captions_from_the_caption_hub() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs callstream::asr::engine (Whisper) and models/ggml-tiny.en.bin: see whisper_engine()"]
 async fn live_call_is_captioned_on_the_page() {
     let Some(mut browser) = Browser::launch().await else {
         return;

@@ -200,6 +200,9 @@ impl CallTranscription {
     }
 }
 
+/// Smallest encoder (in 20 ms positions) used for a final: 15 s.
+const FINAL_MIN_AUDIO_CTX: i32 = 750;
+
 impl SpeechToText for crate::asr::engine::AsrEngine {
     fn transcribe(
         &self,
@@ -208,10 +211,17 @@ impl SpeechToText for crate::asr::engine::AsrEngine {
     ) -> BoxFuture<'static, Result<Vec<Hypothesis>, String>> {
         use crate::asr::engine::{DecodeOptions, Priority};
         let partial = req.kind == DecodeKind::Partial;
+        // Live windows are short: an encoder sized to them is several times
+        // cheaper than the full 30 s one. Finals get at least half of it:
+        // with a very small encoder tiny.en loops or drops short utterances.
+        let fitted = DecodeOptions::fitted_audio_ctx(req.audio.len());
+        let audio_ctx = if partial {
+            fitted
+        } else {
+            fitted.map(|c| c.max(FINAL_MIN_AUDIO_CTX))
+        };
         let opts = DecodeOptions {
-            // Live windows are short: an encoder sized to them is several
-            // times cheaper than the full 30 s one.
-            audio_ctx: DecodeOptions::fitted_audio_ctx(req.audio.len()),
+            audio_ctx,
             single_segment: partial,
             no_context: true,
             abort: Some(abort),

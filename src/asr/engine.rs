@@ -390,14 +390,18 @@ impl Inner {
         }) {
             params.set_max_tokens(max);
         }
-        // whisper-rs leaks the prompt's CString and the abort closure's box
-        // per run (its FullParams has no Drop); set them only when asked.
+        // whisper-rs leaks the prompt's CString per run (its FullParams has
+        // no Drop); set it only when asked.
         if let Some(prompt) = opts.initial_prompt.as_deref().filter(|p| !p.is_empty()) {
             params.set_initial_prompt(prompt);
         }
-        if let Some(flag) = opts.abort.clone() {
-            params.set_abort_callback_safe(move || flag.load(Ordering::Relaxed));
-        }
+        // No abort callback inside the run: whisper-rs 0.16's
+        // `set_abort_callback_safe` boxes the closure as `Box<Box<dyn FnMut>>`
+        // but its trampoline reads the pointer as the bare closure type, so
+        // the flag read is garbage and runs (finals included) were aborted at
+        // random (whisper error -6, "failed to encode"). The abort flag is
+        // honoured before a run starts and when it is dequeued; live
+        // partials are short, so a stale one costs a few hundred ms at most.
 
         if let Err(e) = state.full(params, samples) {
             return Err(if opts.aborted() {
@@ -456,7 +460,15 @@ pub fn clean_segments(segments: Vec<Segment>) -> Vec<Segment> {
         while let Some(next) = rest.next_if(|s| words_key(&s.text) == key) {
             run.push(next);
         }
-        if run.len() >= REPEAT_LIMIT {
+        // A whole sentence said twice in a row is almost always Whisper
+        // looping on a short window (seen with shrunk encoders); a short word
+        // ("no. no.") may really be repeated.
+        let limit = if key.len() >= 3 {
+            2
+        } else {
+            REPEAT_LIMIT
+        };
+        if run.len() >= limit {
             let end_ms = run.iter().map(|s| s.end_ms).max().unwrap_or_default();
             let mut one = run.swap_remove(0);
             one.end_ms = one.end_ms.max(end_ms);

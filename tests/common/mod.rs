@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use callstream::api::stream::{CallContext, SinkFactory, SinkSet};
+use callstream::api::transcription::{SpeechToText, TranscriptionSinks};
+use callstream::asr::engine::{AsrEngine, EngineConfig};
 use callstream::config::{Config, Overrides};
 use callstream::media::session::{PcmChunk, WidebandChunk};
 use callstream::media::sink::{SheddingSender, SpillingSender, TranscriptionInput};
@@ -83,6 +85,31 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full(tweak, |_, captured| Arc::new(CaptureSinks(captured))).await
+    }
+
+    /// A server whose streams are transcribed live by the real Whisper model.
+    pub async fn start_live() -> Self {
+        Self::start_full(
+            |_| {},
+            |state, _| {
+                Arc::new(TranscriptionSinks {
+                    engine: whisper_engine(),
+                    store: state.store.clone(),
+                    hub: state.captions.clone(),
+                    config: state.config.asr.live(),
+                    queue: state.config.stream.transcription_queue,
+                    tracker: state.sessions.tracker(),
+                })
+            },
+        )
+        .await
+    }
+
+    pub async fn start_full(
+        tweak: impl FnOnce(&mut Config),
+        sinks: impl FnOnce(&AppState, Captured) -> Arc<dyn SinkFactory>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -110,7 +137,7 @@ impl TestServer {
         let secret = callstream::load_token_secret(&cfg).unwrap();
         let captured = Captured::default();
         let mut state = AppState::new(store.clone(), cfg, secret);
-        state.sinks = Arc::new(CaptureSinks(captured.clone()));
+        state.sinks = sinks(&state, captured.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(callstream::serve(listener, state.clone(), async move {
             let _ = rx.await;
@@ -177,7 +204,29 @@ impl TestServer {
     }
 }
 
-/// A minimal HTTP/1.1 client for the REST API (one request per connection).
+/// The real Whisper engine (tiny.en), loaded once per test binary.
+pub fn whisper_engine() -> Arc<dyn SpeechToText> {
+    static ENGINE: std::sync::OnceLock<AsrEngine> = std::sync::OnceLock::new();
+    let engine = ENGINE.get_or_init(|| {
+        let model =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ggml-tiny.en.bin");
+        assert!(
+            model.exists(),
+            "{} is missing: run scripts/install-model.sh tiny.en",
+            model.display()
+        );
+        AsrEngine::load(EngineConfig {
+            model_path: model,
+            threads_per_job: 1,
+            max_parallel_jobs: 2,
+        })
+        .expect("Whisper tiny.en loads")
+    });
+    Arc::new(engine.clone())
+}
+
+/// A minimal HTTP/1.1 client for the REST API (one request per connection);
+/// returns (status, JSON body or null).
 pub async fn http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -185,6 +234,21 @@ pub async fn http(
     key: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> (u16, serde_json::Value) {
+    let (status, text) = http_text(addr, method, path, key, body).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Like [`http`], with the body as text.
+pub async fn http_text(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = TcpStream::connect(addr).await.unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -224,10 +288,7 @@ pub async fn http(
     } else {
         rest.to_string()
     };
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-    )
+    (status, body)
 }
 
 /// The JFK fixture as base64 μ-law 20 ms frames at 8 kHz.
