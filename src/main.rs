@@ -302,6 +302,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             config: cfg.asr.live(),
             queue: cfg.stream.transcription_queue,
             tracker: state.sessions.tracker(),
+            metrics: state.metrics.clone(),
         });
     }
     callstream::serve(listener, state, shutdown_signal()).await?;

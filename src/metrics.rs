@@ -31,6 +31,8 @@ pub struct Metrics {
     frames_dropped: IntCounterVec,
     pub frame_latency: Histogram,
     pub stream_start_latency: Histogram,
+    pub partial_latency: Histogram,
+    pub final_latency: Histogram,
     streams_total: IntCounterVec,
     pub stream_rejections: IntCounterVec,
 }
@@ -78,6 +80,27 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        // Caption latencies: from the arrival of the audio a caption ends
+        // with to the caption being published.
+        let caption_buckets = vec![
+            0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0,
+        ];
+        let partial_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "callstream_caption_partial_latency_seconds",
+                "Speech in to partial caption out (arrival of the audio a partial ends with)",
+            )
+            .buckets(caption_buckets.clone()),
+        )
+        .expect("valid metric");
+        let final_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "callstream_caption_final_latency_seconds",
+                "End of an utterance's speech to its final segment out",
+            )
+            .buckets(caption_buckets),
+        )
+        .expect("valid metric");
         let streams_total = IntCounterVec::new(
             Opts::new(
                 "callstream_streams_total",
@@ -100,6 +123,8 @@ impl Metrics {
             Box::new(frames_dropped.clone()),
             Box::new(frame_latency.clone()),
             Box::new(stream_start_latency.clone()),
+            Box::new(partial_latency.clone()),
+            Box::new(final_latency.clone()),
             Box::new(streams_total.clone()),
             Box::new(stream_rejections.clone()),
         ] {
@@ -115,6 +140,8 @@ impl Metrics {
             frames_dropped,
             frame_latency,
             stream_start_latency,
+            partial_latency,
+            final_latency,
             streams_total,
             stream_rejections,
         }

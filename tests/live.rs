@@ -165,6 +165,18 @@ async fn phone_path_speech_becomes_live_captions_and_finals() {
     assert!(partials >= 1, "live partials were pushed: {events:?}");
     assert_eq!(finals.len(), export["segments"].as_array().unwrap().len());
     assert_eq!(events.last().unwrap()["type"], "end");
+    // Caption latencies are measured.
+    let m = server.metrics().await;
+    let count = |name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        count("callstream_caption_final_latency_seconds_count") as usize,
+        finals.len()
+    );
+    assert!(count("callstream_caption_partial_latency_seconds_count") >= 1.0);
 
     // After the call: the transcript as WebVTT, speakers labelled.
     let path = format!(
@@ -180,7 +192,9 @@ async fn phone_path_speech_becomes_live_captions_and_finals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_party_call_is_attributed_per_track() {
-    let _ = tracing_subscriber::fmt().with_env_filter("callstream=warn").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("callstream=warn")
+        .try_init();
     let server = TestServer::start_live().await;
     let caller = callstream::loadgen::mulaw_frames(&fixture("call-caller.wav")).unwrap();
     let agent = callstream::loadgen::mulaw_frames(&fixture("call-agent.wav")).unwrap();

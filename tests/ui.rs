@@ -314,7 +314,8 @@ async fn live_call_is_captioned_on_the_page() {
             hub: state.captions.clone(),
             config: LiveConfig::default(),
             queue: 4096,
-            tracker: tokio_util::task::TaskTracker::new(),
+            tracker: state.sessions.tracker(),
+            metrics: state.metrics.clone(),
         })
     })
     .await;

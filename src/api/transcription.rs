@@ -51,6 +51,8 @@ pub struct TranscriptionSinks {
     pub queue: usize,
     /// Keeps shutdown waiting until transcripts are complete.
     pub tracker: TaskTracker,
+    /// Caption latency histograms.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl SinkFactory for TranscriptionSinks {
@@ -63,6 +65,8 @@ impl SinkFactory for TranscriptionSinks {
             hub: self.hub.clone(),
             ctx: call.clone(),
             live: LiveTranscriber::new(self.config.clone()),
+            metrics: self.metrics.clone(),
+            arrivals: Default::default(),
         };
         self.tracker.spawn(job.run(rx));
         SinkSet {
@@ -78,6 +82,48 @@ struct CallTranscription {
     hub: CaptionHub,
     ctx: CallContext,
     live: LiveTranscriber,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Per track: (end of a narrowband chunk, as an 8 kHz position; when it
+    /// arrived), to time captions against the audio they end with.
+    arrivals: [std::collections::VecDeque<(u64, std::time::Instant)>; 2],
+}
+
+impl CallTranscription {
+    fn note_arrival(&mut self, chunk: &crate::media::PcmChunk) {
+        let q = &mut self.arrivals[chunk.track.index()];
+        q.push_back((
+            chunk.start_sample + chunk.samples.len() as u64,
+            std::time::Instant::now(),
+        ));
+        // A minute of 20 ms chunks is plenty to look back over.
+        while q.len() > 3_000 {
+            q.pop_front();
+        }
+    }
+
+    /// How long ago the audio at `end_ms` of `track` arrived.
+    fn latency(&self, track: crate::media::Track, end_ms: u64) -> Option<f64> {
+        let pos = end_ms * 8;
+        self.arrivals[track.index()]
+            .iter()
+            .find(|(end, _)| *end >= pos)
+            .map(|(_, at)| at.elapsed().as_secs_f64())
+    }
+
+    fn observe(&self, event: &CaptionEvent) {
+        match event {
+            CaptionEvent::Partial { track, end_ms, .. } => {
+                if let Some(l) = self.latency(*track, *end_ms) {
+                    self.metrics.partial_latency.observe(l);
+                }
+            }
+            CaptionEvent::Final(f) => {
+                if let Some(l) = self.latency(f.track, f.end_ms) {
+                    self.metrics.final_latency.observe(l);
+                }
+            }
+        }
+    }
 }
 
 impl CallTranscription {
@@ -113,7 +159,10 @@ impl CallTranscription {
         loop {
             tokio::select! {
                 input = rx.recv(), if input_open => match input {
-                    Some(TranscriptionInput::Narrowband(c)) => self.live.handle_narrowband(&c),
+                    Some(TranscriptionInput::Narrowband(c)) => {
+                        self.note_arrival(&c);
+                        self.live.handle_narrowband(&c);
+                    }
                     Some(TranscriptionInput::Wideband(c)) => self.live.handle_wideband(&c),
                     None => {
                         input_open = false;
@@ -173,6 +222,7 @@ impl CallTranscription {
                     }
                     finals.push(f.clone());
                 }
+                self.observe(&event);
                 self.hub.publish(&call, event);
             }
             if !input_open && in_flight.is_empty() && self.live.is_idle() {

@@ -463,11 +463,7 @@ pub fn clean_segments(segments: Vec<Segment>) -> Vec<Segment> {
         // A whole sentence said twice in a row is almost always Whisper
         // looping on a short window (seen with shrunk encoders); a short word
         // ("no. no.") may really be repeated.
-        let limit = if key.len() >= 3 {
-            2
-        } else {
-            REPEAT_LIMIT
-        };
+        let limit = if key.len() >= 3 { 2 } else { REPEAT_LIMIT };
         if run.len() >= limit {
             let end_ms = run.iter().map(|s| s.end_ms).max().unwrap_or_default();
             let mut one = run.swap_remove(0);

@@ -72,6 +72,14 @@ pub struct Report {
     pub p99_ms: f64,
     /// Server-side time to set a stream up on `start` (auth, call row).
     pub start_p99_ms: f64,
+    /// Live captions (when the gateway transcribes): speech in → partial
+    /// out, and end of utterance → final out; `null` when none were made.
+    pub partials: u64,
+    pub partial_p50_ms: Option<f64>,
+    pub partial_p95_ms: Option<f64>,
+    pub finals: u64,
+    pub final_p50_ms: Option<f64>,
+    pub final_p95_ms: Option<f64>,
     /// Highest count of streams the server reported open at once (sampled).
     pub peak_active_streams: i64,
     pub errors: u64,
@@ -177,6 +185,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         p50_ms: delta.histogram_quantile("callstream_frame_handling_seconds", 0.50) * 1000.0,
         p99_ms: delta.histogram_quantile("callstream_frame_handling_seconds", 0.99) * 1000.0,
         start_p99_ms: delta.histogram_quantile("callstream_stream_start_seconds", 0.99) * 1000.0,
+        partials: delta.counter("callstream_caption_partial_latency_seconds_count") as u64,
+        partial_p50_ms: quantile_ms(&delta, "callstream_caption_partial_latency_seconds", 0.50),
+        partial_p95_ms: quantile_ms(&delta, "callstream_caption_partial_latency_seconds", 0.95),
+        finals: delta.counter("callstream_caption_final_latency_seconds_count") as u64,
+        final_p50_ms: quantile_ms(&delta, "callstream_caption_final_latency_seconds", 0.50),
+        final_p95_ms: quantile_ms(&delta, "callstream_caption_final_latency_seconds", 0.95),
         peak_active_streams,
         errors: errs.len() as u64,
         error_samples: errs.into_iter().take(5).collect(),
@@ -191,6 +205,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
 struct Pacing {
     late: AtomicU64,
     max_lag_us: AtomicU64,
+}
+
+/// A histogram quantile in ms, or `None` when it recorded nothing.
+fn quantile_ms(delta: &Snapshot, name: &str, q: f64) -> Option<f64> {
+    (delta.counter(&format!("{name}_count")) > 0.0)
+        .then(|| delta.histogram_quantile(name, q) * 1000.0)
 }
 
 struct StreamSpec {

@@ -100,6 +100,7 @@ impl TestServer {
                     config: state.config.asr.live(),
                     queue: state.config.stream.transcription_queue,
                     tracker: state.sessions.tracker(),
+                    metrics: state.metrics.clone(),
                 })
             },
         )
