@@ -87,6 +87,16 @@ enum ModelCommand {
 
 #[derive(Subcommand)]
 enum TenantCommand {
+    /// Show a tenant's settings, changing those given; prints them as JSON.
+    Settings {
+        #[command(flatten)]
+        config: ConfigArgs,
+        tenant: String,
+        /// Redact card numbers, phone numbers, e-mail and SSN-like numbers
+        /// from final transcript text.
+        #[arg(long)]
+        pii_redaction: Option<bool>,
+    },
     /// Create a tenant and its first admin API key; prints one JSON object.
     Create {
         #[command(flatten)]
@@ -186,6 +196,28 @@ async fn main() -> anyhow::Result<()> {
                 "role": key.key.role,
             });
             println!("{out}");
+            store.close().await;
+            Ok(())
+        }
+        Command::Tenant {
+            command:
+                TenantCommand::Settings {
+                    config,
+                    tenant,
+                    pii_redaction,
+                },
+        } => {
+            let cfg = config.load(Overrides::default())?;
+            let store = Store::connect(&cfg.database_url()).await?;
+            let mut settings = store
+                .tenant_settings(&tenant)
+                .await
+                .context("unknown tenant")?;
+            if let Some(on) = pii_redaction {
+                settings.pii_redaction = on;
+                store.set_tenant_settings(&tenant, &settings).await?;
+            }
+            println!("{}", serde_json::to_string(&settings)?);
             store.close().await;
             Ok(())
         }

@@ -53,6 +53,32 @@ fn tenant_create_prints_one_json_object_with_a_working_key() {
     let key = v["api_key"].as_str().unwrap();
     assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
 
+    // Settings: shown, then changed.
+    let tenant = v["tenant_id"].as_str().unwrap();
+    let out = callstream(&["tenant", "settings", tenant, "--data-dir", data]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"pii_redaction":false}"#
+    );
+    let out = callstream(&[
+        "tenant",
+        "settings",
+        tenant,
+        "--data-dir",
+        data,
+        "--pii-redaction",
+        "true",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"pii_redaction":true}"#
+    );
+    assert!(
+        !callstream(&["tenant", "settings", "nope", "--data-dir", data])
+            .status
+            .success()
+    );
+
     // The same account cannot belong to two tenants.
     let again = create_tenant(data, "Other");
     assert!(!again.status.success());
