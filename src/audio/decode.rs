@@ -22,7 +22,7 @@ use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
-use super::resample::StreamResampler;
+use crate::media::resample::StreamResampler;
 
 /// Output rate of every decode: what Whisper expects.
 pub const TARGET_RATE: u32 = 16_000;

@@ -4,7 +4,6 @@
 //! [`crate::media`] instead.
 
 pub mod decode;
-pub mod resample;
 
+pub use crate::media::resample::{resample, ResampleError, StreamResampler};
 pub use decode::{decode_bytes, decode_file, DecodeError, DecodedAudio, TARGET_RATE};
-pub use resample::{resample, ResampleError, StreamResampler};

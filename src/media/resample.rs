@@ -1,6 +1,12 @@
-//! Conversion of placed PCM to the 16 kHz mono `f32` that speech recognition takes.
+//! Sample-rate conversion: rubato's fixed-ratio FFT resampler with its
+//! filter delay compensated, so output positions are source times.
+//!
+//! [`StreamResampler`] converts mono `f32` between any two rates (files come
+//! at whatever rate their encoder chose); [`Upsampler`] is the live path's
+//! view of it: placed `i16` PCM from a provider rate to the 16 kHz that
+//! speech recognition takes.
 
-use rubato::{FftFixedInOut, Resampler};
+use rubato::{FftFixedInOut, Resampler as _};
 
 use super::MediaError;
 
@@ -15,82 +21,90 @@ pub const SUPPORTED_RATES: [u32; 9] = [
     8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000,
 ];
 
-/// Resamples one mono stream to [`WIDEBAND_RATE`], accepting input in pieces of any size.
+/// Highest rate accepted on either side. Real audio stops at 384 kHz; the cap
+/// bounds the FFT length (which can reach the rate itself for coprime rates),
+/// since a rate read from a file header is untrusted input.
+pub const MAX_RATE: u32 = 384_000;
+
+/// The rate pair cannot be converted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot resample from {from} Hz to {to} Hz (rates must be 1..={MAX_RATE} Hz)")]
+pub struct ResampleError {
+    pub from: u32,
+    pub to: u32,
+}
+
+/// Converts one mono stream from `from` Hz to `to` Hz, accepting input in
+/// pieces of any size.
 ///
-/// Input is buffered into fixed 20 ms chunks (or the nearest size the rate ratio
-/// allows) for rubato's [`FftFixedInOut`], a fixed-ratio FFT resampler: exact for
-/// integer and rational ratios, and cheap per chunk. 16 kHz input passes through.
+/// Output sample `k` is input time `k / to` seconds: the FFT filter's delay
+/// is dropped at the start and pushed out with zeros on [`flush`], so `N`
+/// input samples yield exactly `ceil(N * to / from)` output samples.
+/// Timestamps computed from output positions therefore match the source.
 ///
-/// # Delay
-/// The FFT resampler filters each chunk with a linear-phase windowed sinc as long
-/// as the chunk, so its raw output lags by half an output chunk (160 samples,
-/// 10 ms, for 8 kHz in). We drop those leading samples and, on [`flush`], feed
-/// zeros to push out the tail, so output sample `k` is input time `k / 16000` s
-/// and `N` input samples yield `ceil(N * 16000 / rate)` output samples. Captions
-/// and recordings align by those times. The real-time latency is one chunk of
-/// buffering plus the filter delay (30 ms at 8 kHz).
-///
-/// [`flush`]: Upsampler::flush
-pub struct Upsampler {
-    rate: u32,
-    /// `None` when the input is already at [`WIDEBAND_RATE`].
+/// [`flush`]: StreamResampler::flush
+pub struct StreamResampler {
+    from: u32,
+    to: u32,
+    /// `None` when the rates are equal.
     fft: Option<Fft>,
-    /// Input samples seen since construction or the last flush.
     consumed: u64,
-    /// Output samples emitted since construction or the last flush.
     produced: u64,
 }
 
 struct Fft {
     resampler: FftFixedInOut<f32>,
-    /// Input samples per chunk.
     chunk_in: usize,
     /// Input not yet processed; never longer than one chunk.
     pending: Vec<f32>,
-    /// One chunk of raw resampler output, reused.
     chunk_out: Vec<f32>,
-    /// Leading output samples still to drop to compensate the filter delay.
+    /// Leading output samples still to drop (filter delay).
     to_skip: usize,
 }
 
-impl Upsampler {
-    /// Creates a resampler from `rate` Hz; see [`SUPPORTED_RATES`].
-    pub fn new(rate: u32) -> Result<Self, MediaError> {
-        if !SUPPORTED_RATES.contains(&rate) {
-            return Err(MediaError::UnsupportedSampleRate(rate));
+impl StreamResampler {
+    pub fn new(from: u32, to: u32) -> Result<Self, ResampleError> {
+        let valid = 1..=MAX_RATE;
+        if !valid.contains(&from) || !valid.contains(&to) {
+            return Err(ResampleError { from, to });
         }
-        let build =
-            |chunk_hint| FftFixedInOut::new(rate as usize, WIDEBAND_RATE as usize, chunk_hint, 1);
-        let fft = (rate != WIDEBAND_RATE)
-            .then(|| {
-                let resampler = build(rate as usize / 50)?;
-                // rubato centres the sinc on sample `len / 2`: only an even chunk has the
-                // whole-sample delay `output_delay()` reports (11.025 kHz multiples are odd).
-                match resampler.input_frames_next() {
-                    odd if odd % 2 == 1 => build(2 * odd),
-                    _ => Ok(resampler),
-                }
-            })
-            .transpose()
-            .map_err(|_| MediaError::UnsupportedSampleRate(rate))?
-            .map(|resampler| Fft {
+        let build = |chunk_hint: usize| {
+            FftFixedInOut::<f32>::new(from as usize, to as usize, chunk_hint.max(1), 1)
+                .map_err(|_| ResampleError { from, to })
+        };
+        let fft = if from == to {
+            None
+        } else {
+            // Chunks of about 20 ms, or the smallest the rate ratio allows.
+            let mut resampler = build(from as usize / 50)?;
+            // The sinc is centred on sample `len / 2`: only even chunk lengths
+            // have the whole-sample delay that `output_delay()` reports.
+            if resampler.input_frames_next() % 2 == 1 || resampler.output_frames_next() % 2 == 1 {
+                resampler = build(2 * resampler.input_frames_next())?;
+            }
+            Some(Fft {
                 chunk_in: resampler.input_frames_next(),
                 pending: Vec::with_capacity(resampler.input_frames_next()),
                 chunk_out: vec![0.0; resampler.output_frames_next()],
                 to_skip: resampler.output_delay(),
                 resampler,
-            });
+            })
+        };
         Ok(Self {
-            rate,
+            from,
+            to,
             fft,
             consumed: 0,
             produced: 0,
         })
     }
 
-    /// Input sample rate in Hz.
     pub fn input_rate(&self) -> u32 {
-        self.rate
+        self.from
+    }
+
+    pub fn output_rate(&self) -> u32 {
+        self.to
     }
 
     /// Filter delay in output samples that this resampler compensates.
@@ -98,20 +112,18 @@ impl Upsampler {
         self.fft.as_ref().map_or(0, |f| f.resampler.output_delay())
     }
 
-    /// Resamples `input` and appends whatever output is ready to `out`.
-    ///
-    /// Allocation-free apart from growing `out`.
-    pub fn process(&mut self, input: &[i16], out: &mut Vec<f32>) {
+    /// Resamples `input`, appending whatever output is ready to `out`.
+    pub fn process(&mut self, input: &[f32], out: &mut Vec<f32>) {
         self.consumed += input.len() as u64;
         let before = out.len();
         match &mut self.fft {
-            None => out.extend(input.iter().map(|&s| to_f32(s))),
+            None => out.extend_from_slice(input),
             Some(fft) => {
                 let mut rest = input;
                 while !rest.is_empty() {
                     let room = fft.chunk_in - fft.pending.len();
                     let (now, later) = rest.split_at(room.min(rest.len()));
-                    fft.pending.extend(now.iter().map(|&s| to_f32(s)));
+                    fft.pending.extend_from_slice(now);
                     rest = later;
                     if fft.pending.len() == fft.chunk_in {
                         fft.run_chunk(out, usize::MAX);
@@ -122,11 +134,11 @@ impl Upsampler {
         self.produced += (out.len() - before) as u64;
     }
 
-    /// Ends the stream: appends the delayed tail (input padded with silence) so the
-    /// total output matches the total input duration, then resets for a new stream.
+    /// Ends the stream: appends the delayed tail so the output covers the
+    /// whole input, then resets for a new stream.
     pub fn flush(&mut self, out: &mut Vec<f32>) {
-        let expected = (u128::from(self.consumed) * u128::from(WIDEBAND_RATE))
-            .div_ceil(u128::from(self.rate)) as u64;
+        let expected = (u128::from(self.consumed) * u128::from(self.to))
+            .div_ceil(u128::from(self.from)) as u64;
         if let Some(fft) = &mut self.fft {
             while self.produced < expected {
                 fft.pending.resize(fft.chunk_in, 0.0);
@@ -144,12 +156,17 @@ impl Upsampler {
 }
 
 impl Fft {
-    /// Resamples the full `pending` chunk, appending at most `limit` samples past the delay.
+    /// Resamples the full `pending` chunk, appending at most `limit` samples
+    /// past the delay.
     fn run_chunk(&mut self, out: &mut Vec<f32>, limit: usize) {
-        self.resampler
-            .process_into_buffer(&[&self.pending], &mut [&mut self.chunk_out], None)
-            // Both buffers are sized from the resampler's own frame counts.
-            .expect("resampler buffers sized by construction");
+        let result =
+            self.resampler
+                .process_into_buffer(&[&self.pending], &mut [&mut self.chunk_out], None);
+        // Both buffers are sized from the resampler's own frame counts, so this
+        // cannot fail; should it ever, emitting silence keeps the timing intact.
+        if result.is_err() {
+            self.chunk_out.fill(0.0);
+        }
         self.pending.clear();
         let skip = self.to_skip.min(self.chunk_out.len());
         self.to_skip -= skip;
@@ -160,6 +177,76 @@ impl Fft {
                 .iter()
                 .map(|s| s.clamp(-1.0, 1.0)),
         );
+    }
+}
+
+/// Resamples a whole buffer; see [`StreamResampler`] for the length contract.
+pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, ResampleError> {
+    let mut resampler = StreamResampler::new(from, to)?;
+    let expected = (input.len() as u128 * u128::from(to)).div_ceil(u128::from(from)) as usize;
+    let mut out = Vec::with_capacity(expected);
+    resampler.process(input, &mut out);
+    resampler.flush(&mut out);
+    Ok(out)
+}
+
+/// Resamples one mono `i16` stream to [`WIDEBAND_RATE`], accepting input in
+/// pieces of any size.
+///
+/// # Delay
+/// Input is buffered into 20 ms chunks (or the nearest size the rate ratio
+/// allows); the FFT filter is as long as a chunk, so its raw output lags by
+/// half an output chunk (160 samples, 10 ms, for 8 kHz in). Those leading
+/// samples are dropped and, on [`flush`], zeros push out the tail, so output
+/// sample `k` is input time `k / 16000` s and `N` input samples yield
+/// `ceil(N * 16000 / rate)` output samples. Captions and recordings align by
+/// those times. The real-time latency is one chunk of buffering plus the
+/// filter delay (30 ms at 8 kHz).
+///
+/// [`flush`]: Upsampler::flush
+pub struct Upsampler {
+    inner: StreamResampler,
+    /// Input converted to `f32`, reused.
+    scratch: Vec<f32>,
+}
+
+impl Upsampler {
+    /// Creates a resampler from `rate` Hz; see [`SUPPORTED_RATES`].
+    pub fn new(rate: u32) -> Result<Self, MediaError> {
+        if !SUPPORTED_RATES.contains(&rate) {
+            return Err(MediaError::UnsupportedSampleRate(rate));
+        }
+        let inner = StreamResampler::new(rate, WIDEBAND_RATE)
+            .map_err(|_| MediaError::UnsupportedSampleRate(rate))?;
+        Ok(Self {
+            inner,
+            scratch: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Input sample rate in Hz.
+    pub fn input_rate(&self) -> u32 {
+        self.inner.input_rate()
+    }
+
+    /// Filter delay in output samples that this resampler compensates.
+    pub fn delay(&self) -> usize {
+        self.inner.delay()
+    }
+
+    /// Resamples `input` and appends whatever output is ready to `out`.
+    ///
+    /// Allocation-free apart from growing `out`.
+    pub fn process(&mut self, input: &[i16], out: &mut Vec<f32>) {
+        self.scratch.clear();
+        self.scratch.extend(input.iter().map(|&s| to_f32(s)));
+        self.inner.process(&self.scratch, out);
+    }
+
+    /// Ends the stream: appends the delayed tail so the total output matches
+    /// the total input duration, then resets for a new stream.
+    pub fn flush(&mut self, out: &mut Vec<f32>) {
+        self.inner.flush(out);
     }
 }
 
@@ -301,5 +388,81 @@ mod tests {
     fn delay_is_half_a_chunk() {
         assert_eq!(Upsampler::new(8_000).unwrap().delay(), 160);
         assert_eq!(Upsampler::new(16_000).unwrap().delay(), 0);
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+    use std::f32::consts::PI;
+
+    fn sine(rate: u32, freq: f32, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|n| 0.5 * (2.0 * PI * freq * n as f32 / rate as f32).sin())
+            .collect()
+    }
+
+    /// Largest deviation from the ideal sine at `rate`, ignoring the edges.
+    fn sine_error(out: &[f32], rate: u32, freq: f32) -> f32 {
+        let edge = out.len() / 20;
+        out[edge..out.len() - edge]
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| {
+                let t = (i + edge) as f32 / rate as f32;
+                (y - 0.5 * (2.0 * PI * freq * t).sin()).abs()
+            })
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn common_and_odd_rates_to_16k_align_with_exact_length() {
+        // 440 Hz: no filter delay is a whole number of periods, so any lag shows.
+        for from in [
+            8_000, 11_025, 22_050, 44_100, 48_000, 88_200, 96_000, 8_009, 37_800,
+        ] {
+            let out = resample(&sine(from, 440.0, from as usize), from, 16_000).unwrap();
+            assert_eq!(out.len(), 16_000, "{from} Hz");
+            let err = sine_error(&out, 16_000, 440.0);
+            assert!(err < 0.01, "{from} Hz: max error {err}");
+        }
+    }
+
+    #[test]
+    fn downsampling_removes_content_above_the_new_nyquist() {
+        // 12 kHz cannot exist at 16 kHz; it must not alias down to 4 kHz.
+        let out = resample(&sine(48_000, 12_000.0, 48_000), 48_000, 16_000).unwrap();
+        let mid = &out[1_000..15_000];
+        let rms = (mid.iter().map(|s| s * s).sum::<f32>() / mid.len() as f32).sqrt();
+        assert!(rms < 0.01, "aliased energy {rms}");
+    }
+
+    #[test]
+    fn piece_sizes_do_not_matter() {
+        let input = sine(44_100, 700.0, 10_007);
+        let whole = resample(&input, 44_100, 16_000).unwrap();
+        let mut r = StreamResampler::new(44_100, 16_000).unwrap();
+        let mut pieces = Vec::new();
+        for chunk in input.chunks(333) {
+            r.process(chunk, &mut pieces);
+        }
+        r.flush(&mut pieces);
+        assert_eq!(pieces, whole);
+    }
+
+    #[test]
+    fn equal_rates_pass_through() {
+        let input = [0.0, 0.5, -1.0, 0.25];
+        assert_eq!(resample(&input, 16_000, 16_000).unwrap(), input);
+    }
+
+    #[test]
+    fn rates_out_of_range_are_errors() {
+        for (from, to) in [(0, 16_000), (16_000, 0), (MAX_RATE + 1, 16_000)] {
+            assert_eq!(
+                StreamResampler::new(from, to).err(),
+                Some(ResampleError { from, to })
+            );
+        }
     }
 }
