@@ -187,6 +187,13 @@ async fn phone_path_speech_becomes_live_captions_and_finals() {
     assert_eq!(status, 200);
     assert!(vtt.starts_with("WEBVTT"), "{vtt}");
     assert!(vtt.contains("<v Caller>"), "{vtt}");
+
+    // A late watcher over Server-Sent Events: the finals so far, then the end.
+    let path = format!("/v1/calls/{}/captions", detail["id"].as_str().unwrap());
+    let (status, sse) = http_text(server.addr, "GET", &path, Some(&server.api_key), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(sse.matches("event: final").count(), finals.len(), "{sse}");
+    assert!(sse.trim_end().ends_with(r#"data: {"type":"end"}"#), "{sse}");
     server.shutdown().await;
 }
 

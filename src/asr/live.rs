@@ -183,6 +183,18 @@ impl TrackState {
     }
 }
 
+/// A request handed out: enough to place its answer.
+struct Outstanding {
+    id: u64,
+    track: Track,
+    kind: DecodeKind,
+    start_ms: u64,
+    /// Length of its audio: hypotheses never end past it.
+    len_ms: u64,
+    /// Utterance generation of a partial (stale once the track moved on).
+    generation: u64,
+}
+
 /// The live policy for one call (both tracks).
 pub struct LiveTranscriber {
     config: LiveConfig,
@@ -190,8 +202,8 @@ pub struct LiveTranscriber {
     next_id: u64,
     requests: VecDeque<DecodeRequest>,
     events: VecDeque<CaptionEvent>,
-    /// (id, track, kind, start_ms, generation) of requests handed out.
-    outstanding: Vec<(u64, Track, DecodeKind, u64, u64)>,
+    /// Requests handed out and not yet answered.
+    outstanding: Vec<Outstanding>,
 }
 
 fn ms_to_samples(ms: u64) -> u64 {
@@ -287,7 +299,7 @@ impl LiveTranscriber {
         frame_start: u64,
         next_id: &mut u64,
         requests: &mut VecDeque<DecodeRequest>,
-        outstanding: &mut Vec<(u64, Track, DecodeKind, u64, u64)>,
+        outstanding: &mut Vec<Outstanding>,
     ) {
         let frame_end = frame_start + VAD_FRAME as u64;
         if speech {
@@ -336,13 +348,14 @@ impl LiveTranscriber {
                         *next_id += 1;
                         t.partial_upto = upto;
                         t.partial_in_flight = Some(id);
-                        outstanding.push((
+                        outstanding.push(Outstanding {
                             id,
-                            t.track,
-                            DecodeKind::Partial,
-                            samples_to_ms(start),
-                            t.generation,
-                        ));
+                            track: t.track,
+                            kind: DecodeKind::Partial,
+                            start_ms: samples_to_ms(start),
+                            len_ms: samples_to_ms(upto - start),
+                            generation: t.generation,
+                        });
                         requests.push_back(DecodeRequest {
                             id,
                             track: t.track,
@@ -369,8 +382,14 @@ impl LiveTranscriber {
             self.next_id += 1;
             // Anything still running for this track is now stale.
             t.partial_in_flight = None;
-            self.outstanding
-                .push((id, track, DecodeKind::Final, samples_to_ms(start), 0));
+            self.outstanding.push(Outstanding {
+                id,
+                track,
+                kind: DecodeKind::Final,
+                start_ms: samples_to_ms(start),
+                len_ms: samples_to_ms(end.saturating_sub(start)),
+                generation: 0,
+            });
             self.requests.push_back(DecodeRequest {
                 id,
                 track,
@@ -404,20 +423,27 @@ impl LiveTranscriber {
     /// Whether a request is still worth running (a newer partial or a final
     /// for the same track makes a partial stale).
     pub fn is_current(&self, id: u64) -> bool {
-        self.outstanding.iter().any(|(oid, track, kind, _, _)| {
-            *oid == id
-                && (*kind == DecodeKind::Final
-                    || self.tracks[track.index()].partial_in_flight == Some(id))
+        self.outstanding.iter().any(|o| {
+            o.id == id
+                && (o.kind == DecodeKind::Final
+                    || self.tracks[o.track.index()].partial_in_flight == Some(id))
         })
     }
 
     /// The outcome of request `id`. Failed decodes produce nothing; a final's
     /// audio is not retried (the recording keeps it for batch re-runs).
     pub fn handle_result(&mut self, id: u64, result: Option<Vec<Hypothesis>>) {
-        let Some(pos) = self.outstanding.iter().position(|(oid, ..)| *oid == id) else {
+        let Some(pos) = self.outstanding.iter().position(|o| o.id == id) else {
             return;
         };
-        let (_, track, kind, start_ms, generation) = self.outstanding.swap_remove(pos);
+        let Outstanding {
+            track,
+            kind,
+            start_ms,
+            len_ms,
+            generation,
+            ..
+        } = self.outstanding.swap_remove(pos);
         let t = &mut self.tracks[track.index()];
         match kind {
             DecodeKind::Partial => {
@@ -434,7 +460,8 @@ impl LiveTranscriber {
                 if text.is_empty() {
                     return;
                 }
-                let end_ms = hyps.last().map_or(start_ms, |h| start_ms + h.end_ms);
+                // Whisper may time text into the padding past the audio.
+                let end_ms = start_ms + hyps.last().map_or(0, |h| h.end_ms).min(len_ms);
                 self.events.push_back(CaptionEvent::Partial {
                     track,
                     start_ms,
@@ -448,10 +475,11 @@ impl LiveTranscriber {
                     if is_annotation(&text) {
                         continue;
                     }
+                    let (from, to) = (h.start_ms.min(len_ms), h.end_ms.min(len_ms));
                     self.events.push_back(CaptionEvent::Final(FinalSegment {
                         track,
-                        start_ms: start_ms + h.start_ms,
-                        end_ms: start_ms + h.end_ms.max(h.start_ms),
+                        start_ms: start_ms + from,
+                        end_ms: start_ms + to.max(from),
                         text,
                         confidence: h.confidence,
                     }));
@@ -586,6 +614,9 @@ mod tests {
         let first = drain_requests(&mut lt);
         assert_eq!(first.len(), 1);
         assert!(lt.is_current(first[0].id));
+        // Whisper timed the text past the window's audio: clamped to it.
+        let audio_ms = first[0].audio.len() as u64 / 16;
+        assert!(audio_ms < 900);
         let hyp = |text: &str| {
             Some(vec![Hypothesis {
                 start_ms: 0,
@@ -600,7 +631,7 @@ mod tests {
             Some(CaptionEvent::Partial {
                 track: Track::Agent,
                 start_ms: 0,
-                end_ms: 900,
+                end_ms: audio_ms,
                 text: "hello".into()
             })
         );
