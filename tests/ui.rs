@@ -330,6 +330,7 @@ async fn live_call_is_captioned_on_the_page() {
 
     let (caller, agent) = two_party_frames();
     call.stream(&caller, &agent).await;
+    let call_id = call.id.clone();
     call.stop().await;
     browser
         .wait_for(&format!("{STATUS} === 'ended'"), Duration::from_secs(60))
@@ -345,8 +346,27 @@ async fn live_call_is_captioned_on_the_page() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    assert!(text_of("caller").contains("fellow"), "{shown:?}");
-    assert!(text_of("agent").contains("country"), "{shown:?}");
+    // The page shows exactly the finals the gateway stored, on the right side.
+    let path = format!("/v1/calls/{call_id}/transcript?format=json");
+    let (status, export) = http(server.addr, "GET", &path, Some(&server.api_key), None).await;
+    assert_eq!(status, 200);
+    let stored_of = |track: &str| -> String {
+        export["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["track"] == track)
+            .map(|s| s["text"].as_str().unwrap().trim().to_lowercase())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for track in ["caller", "agent"] {
+        assert!(
+            !text_of(track).is_empty(),
+            "no {track} final shown: {shown:?}"
+        );
+        assert_eq!(text_of(track), stored_of(track), "{shown:?}");
+    }
     assert!(shown
         .iter()
         .all(|c| c["class"] != "caption caller partial" && c["class"] != "caption agent partial"));
