@@ -117,11 +117,8 @@ impl CallTranscription {
                     self.metrics.partial_latency.observe(l);
                 }
             }
-            CaptionEvent::Final(f) => {
-                if let Some(l) = self.latency(f.track, f.end_ms) {
-                    self.metrics.final_latency.observe(l);
-                }
-            }
+            // Timed per utterance, when its result comes back (see `run`).
+            CaptionEvent::Final(_) => {}
         }
     }
 }
@@ -154,6 +151,8 @@ impl CallTranscription {
         let mut in_flight: FuturesUnordered<BoxFuture<'static, (u64, Option<Vec<Hypothesis>>)>> =
             FuturesUnordered::new();
         let mut aborts: HashMap<u64, Arc<AtomicBool>> = HashMap::new();
+        // Finals in flight: (track, end of their utterance in call ms).
+        let mut final_ends: HashMap<u64, (crate::media::Track, u64)> = HashMap::new();
         let mut finals = Vec::new();
         let mut input_open = true;
         loop {
@@ -171,6 +170,12 @@ impl CallTranscription {
                 },
                 Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     aborts.remove(&id);
+                    // Final latency: end of the utterance's audio to its text.
+                    if let Some((track, end_ms)) = final_ends.remove(&id) {
+                        if let Some(l) = self.latency(track, end_ms) {
+                            self.metrics.final_latency.observe(l);
+                        }
+                    }
                     self.live.handle_result(id, result);
                 }
                 else => {}
@@ -178,6 +183,10 @@ impl CallTranscription {
             while let Some(req) = self.live.poll_request() {
                 let abort = Arc::new(AtomicBool::new(false));
                 aborts.insert(req.id, abort.clone());
+                if req.kind == DecodeKind::Final {
+                    let end_ms = req.start_ms + req.audio.len() as u64 / 16;
+                    final_ends.insert(req.id, (req.track, end_ms));
+                }
                 let fut = self.engine.transcribe(&req, abort);
                 let (id, kind) = (req.id, req.kind);
                 let call_id = call.clone();
@@ -250,9 +259,6 @@ impl CallTranscription {
     }
 }
 
-/// Smallest encoder (in 20 ms positions) used for a final: 15 s.
-const FINAL_MIN_AUDIO_CTX: i32 = 750;
-
 impl SpeechToText for crate::asr::engine::AsrEngine {
     fn transcribe(
         &self,
@@ -261,17 +267,11 @@ impl SpeechToText for crate::asr::engine::AsrEngine {
     ) -> BoxFuture<'static, Result<Vec<Hypothesis>, String>> {
         use crate::asr::engine::{DecodeOptions, Priority};
         let partial = req.kind == DecodeKind::Partial;
-        // Live windows are short: an encoder sized to them is several times
-        // cheaper than the full 30 s one. Finals get at least half of it:
-        // with a very small encoder tiny.en loops or drops short utterances.
-        let fitted = DecodeOptions::fitted_audio_ctx(req.audio.len());
-        let audio_ctx = if partial {
-            fitted
-        } else {
-            fitted.map(|c| c.max(FINAL_MIN_AUDIO_CTX))
-        };
         let opts = DecodeOptions {
-            audio_ctx,
+            // Live windows are short: an encoder sized to them (plus a
+            // second) is several times cheaper than the full 30 s one. The
+            // engine merges the sentence loops small encoders can produce.
+            audio_ctx: DecodeOptions::fitted_audio_ctx(req.audio.len()),
             single_segment: partial,
             no_context: true,
             abort: Some(abort),
