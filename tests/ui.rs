@@ -26,23 +26,19 @@ use base64::Engine as _;
 use callstream::api::stream::{NoSinks, SinkFactory};
 use callstream::api::transcription::TranscriptionSinks;
 use callstream::asr::live::{CaptionEvent, FinalSegment, LiveConfig};
-use callstream::config::{Config, Overrides};
 use callstream::media::codec::Codec;
 use callstream::media::Track;
 use callstream::providers::twilio::signature;
 use callstream::providers::twilio::stream::{frames, StreamTrack};
-use callstream::secret::Secret;
-use callstream::store::{Role, Store};
 use callstream::AppState;
 use common::{
-    expect_close, http, jfk_frames, whisper_engine, Call, Ws, ACCOUNT_SID, AUTH_TOKEN, STREAM_PATH,
+    expect_close, http, jfk_frames, whisper_engine, Call, TestServer, Ws, AUTH_TOKEN, STREAM_PATH,
 };
 use futures::SinkExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -58,7 +54,7 @@ async fn page_shows_captions_from_the_caption_hub() {
         return;
     };
     let started = Instant::now();
-    let server = UiServer::start(|_| Arc::new(NoSinks)).await;
+    let server = ui_server(|_| Arc::new(NoSinks)).await;
     let mut call = TwilioCall::start(&server).await;
     call.stream(&jfk_frames()[..50], &[]).await; // 1 s, paced: the call is live
     let hub = server.state.captions.clone();
@@ -307,7 +303,7 @@ async fn live_call_is_captioned_on_the_page() {
     };
     let started = Instant::now();
     let engine = whisper_engine();
-    let server = UiServer::start(move |state| {
+    let server = ui_server(move |state| {
         Arc::new(TranscriptionSinks {
             engine,
             store: state.store.clone(),
@@ -501,57 +497,12 @@ fn assert_no_errors(log: &PageLog) {
 // ---------------------------------------------------------------------------
 // The gateway and a Twilio call
 
-/// A real gateway on 127.0.0.1 with a tenant, as `common::TestServer`, with
-/// the sinks a test chooses (the captions come from the sinks).
-struct UiServer {
-    addr: std::net::SocketAddr,
-    state: AppState,
-    tenant_id: String,
-    api_key: String,
-    _shutdown: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
+/// The gateway of these tests: `common::TestServer` with the sinks a test
+/// chooses (the captions come from the sinks).
+type UiServer = TestServer;
 
-impl UiServer {
-    async fn start(sinks: impl FnOnce(&AppState) -> Arc<dyn SinkFactory>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cfg = Config::load(
-            None,
-            Vec::new(),
-            &Overrides {
-                listen: Some(addr),
-                data_dir: Some(dir.path().to_path_buf()),
-                public_url: None,
-            },
-        )
-        .unwrap();
-        let store = Store::connect(&cfg.database_url()).await.unwrap();
-        let tenant = store
-            .create_tenant("Acme", Some((ACCOUNT_SID, &Secret::new(AUTH_TOKEN))))
-            .await
-            .unwrap();
-        let key = store
-            .create_api_key(&tenant.id, "agent page", Role::Admin)
-            .await
-            .unwrap();
-        let secret = callstream::load_token_secret(&cfg).unwrap();
-        let mut state = AppState::new(store, cfg, secret);
-        state.sinks = sinks(&state);
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(callstream::serve(listener, state.clone(), async move {
-            let _ = rx.await;
-        }));
-        Self {
-            addr,
-            state,
-            tenant_id: tenant.id,
-            api_key: key.plaintext.expose().to_string(),
-            _shutdown: tx,
-            _dir: dir,
-        }
-    }
+async fn ui_server(sinks: impl FnOnce(&AppState) -> Arc<dyn SinkFactory>) -> UiServer {
+    TestServer::start_full(|_| {}, |state, _| sinks(state)).await
 }
 
 /// A call streamed over the Twilio endpoint, signed as Twilio does.
