@@ -172,8 +172,11 @@ async fn phone_path_speech_becomes_live_captions_and_finals() {
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    assert_eq!(
-        count("callstream_caption_final_latency_seconds_count") as usize,
+    // One observation per utterance; an utterance may yield several finals.
+    let timed = count("callstream_caption_final_latency_seconds_count") as usize;
+    assert!(
+        (1..=finals.len()).contains(&timed),
+        "{timed} vs {}",
         finals.len()
     );
     assert!(count("callstream_caption_partial_latency_seconds_count") >= 1.0);
