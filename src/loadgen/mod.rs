@@ -340,7 +340,8 @@ pub fn mulaw_frames(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
         .chunks(channels)
         .map(|c| c.iter().sum::<f32>() / c.len() as f32)
         .collect();
-    let at_8k = resample_to_8k(&mono, spec.sample_rate)?;
+    // The gateway's own delay-compensated converter: the audio starts on time.
+    let at_8k = crate::media::resample::resample(&mono, spec.sample_rate, 8000)?;
     if at_8k.len() < FRAME_SAMPLES {
         bail!("{} holds less than 20 ms of audio", path.display());
     }
@@ -354,27 +355,6 @@ pub fn mulaw_frames(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
             base64::engine::general_purpose::STANDARD.encode(bytes)
         })
         .collect())
-}
-
-fn resample_to_8k(mono: &[f32], rate: u32) -> anyhow::Result<Vec<f32>> {
-    use rubato::{FftFixedIn, Resampler};
-    if rate == 8000 {
-        return Ok(mono.to_vec());
-    }
-    let chunk = 1024;
-    let mut resampler = FftFixedIn::<f32>::new(rate as usize, 8000, chunk, 2, 1)?;
-    let mut out = Vec::with_capacity(mono.len() * 8000 / rate as usize + chunk);
-    for block in mono.chunks(chunk) {
-        let mut input = block.to_vec();
-        input.resize(chunk, 0.0);
-        let res = resampler.process(&[input], None)?;
-        out.extend_from_slice(&res[0]);
-    }
-    // Drop the resampler's delay so the audio starts on time.
-    let delay = resampler.output_delay().min(out.len());
-    out.drain(..delay);
-    out.truncate(mono.len() * 8000 / rate as usize);
-    Ok(out)
 }
 
 fn derive_metrics_url(stream_url: &str) -> anyhow::Result<String> {
