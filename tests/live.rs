@@ -167,11 +167,7 @@ async fn phone_path_speech_becomes_live_captions_and_finals() {
     assert_eq!(events.last().unwrap()["type"], "end");
     // Caption latencies are measured.
     let m = server.metrics().await;
-    let count = |name: &str| {
-        m.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let count = |name: &str| metric(&m, name);
     // One observation per utterance; an utterance may yield several finals.
     let timed = count("callstream_caption_final_latency_seconds_count") as usize;
     assert!(

@@ -205,6 +205,13 @@ impl TestServer {
     }
 }
 
+/// The value of sample `name` (with its labels) in Prometheus text, or 0.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The real Whisper engine (tiny.en), loaded once per test binary.
 pub fn whisper_engine() -> Arc<dyn SpeechToText> {
     static ENGINE: std::sync::OnceLock<AsrEngine> = std::sync::OnceLock::new();
