@@ -136,6 +136,9 @@ async fn phone_path_speech_becomes_live_captions_and_finals() {
     let caller = track_text(&export, "caller");
     let w = wer(JFK, &caller);
     println!("phone-path finals: {caller:?} (WER {:.1} %)", w * 100.0);
+    for s in export["segments"].as_array().into_iter().flatten() {
+        println!("  {} {}-{} {}", s["track"], s["start_ms"], s["end_ms"], s["text"]);
+    }
     assert!(w <= 0.12, "live phone-path WER {w} > 12 %: {caller:?}");
     assert_eq!(
         track_text(&export, "agent"),

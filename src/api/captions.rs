@@ -214,6 +214,7 @@ pub async fn transcript(
                 text: f.text,
                 confidence: f.confidence,
                 no_speech_prob: 0.0,
+                words: Vec::new(),
             },
         })
         .collect();

@@ -3,7 +3,6 @@
 //! engine, persists finals, and publishes captions to the call's watchers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -14,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::stream::{CallContext, SinkFactory, SinkSet};
 use crate::asr::captions::CaptionHub;
+use crate::asr::engine::Permit;
 use crate::asr::live::{
     CaptionEvent, DecodeKind, DecodeRequest, Hypothesis, LiveConfig, LiveTranscriber,
 };
@@ -29,12 +29,17 @@ pub type SummarizeFn =
 
 /// What live captioning needs from a speech recogniser.
 pub trait SpeechToText: Send + Sync + 'static {
-    /// Transcribes `req.audio`; hypotheses are timed relative to it. `abort`
-    /// set means the result is no longer wanted (stop early if possible).
+    /// Waits for a decoder slot for work of `kind` (finals are served
+    /// before partials). Partials reserve first and take their audio after,
+    /// so what they show is as fresh as the queue allows.
+    fn reserve(&self, kind: DecodeKind) -> BoxFuture<'static, Permit>;
+
+    /// Transcribes `req.audio` on a reserved slot; hypotheses are timed
+    /// relative to the audio. The slot is released when the future ends.
     fn transcribe(
         &self,
         req: &DecodeRequest,
-        abort: Arc<AtomicBool>,
+        slot: Permit,
     ) -> BoxFuture<'static, Result<Vec<Hypothesis>, String>>;
 
     /// Model name recorded with transcripts.
@@ -123,7 +128,37 @@ impl CallTranscription {
     }
 }
 
+/// Work waiting for a decoder slot.
+enum Pending {
+    /// A partial for this track: its audio is taken when the slot comes.
+    Partial(crate::media::Track),
+    Final(DecodeRequest),
+}
+
 impl CallTranscription {
+    /// Starts `req` on `slot`; failures yield no hypotheses.
+    fn run_decode(
+        &self,
+        req: &DecodeRequest,
+        slot: Permit,
+        call: &str,
+    ) -> BoxFuture<'static, (u64, Option<Vec<Hypothesis>>)> {
+        let fut = self.engine.transcribe(req, slot);
+        let (id, kind) = (req.id, req.kind);
+        let call_id = call.to_string();
+        Box::pin(async move {
+            match fut.await {
+                Ok(h) => (id, Some(h)),
+                Err(e) => {
+                    if kind == DecodeKind::Final {
+                        tracing::warn!(call_id = %call_id, error = %e, "final decode failed");
+                    }
+                    (id, None)
+                }
+            }
+        })
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<TranscriptionInput>) {
         let (tenant, call) = (self.ctx.tenant_id.clone(), self.ctx.call_id.clone());
         let redact = match self.store.tenant_settings(&tenant).await {
@@ -150,7 +185,9 @@ impl CallTranscription {
         };
         let mut in_flight: FuturesUnordered<BoxFuture<'static, (u64, Option<Vec<Hypothesis>>)>> =
             FuturesUnordered::new();
-        let mut aborts: HashMap<u64, Arc<AtomicBool>> = HashMap::new();
+        // Slots being waited for: partials per track, finals with their request.
+        let mut slots: FuturesUnordered<BoxFuture<'static, (Permit, Pending)>> =
+            FuturesUnordered::new();
         // Finals in flight: (track, end of their utterance in call ms).
         let mut final_ends: HashMap<u64, (crate::media::Track, u64)> = HashMap::new();
         let mut finals = Vec::new();
@@ -168,8 +205,17 @@ impl CallTranscription {
                         self.live.finish();
                     }
                 },
+                Some((slot, pending)) = slots.next(), if !slots.is_empty() => {
+                    let req = match pending {
+                        Pending::Partial(track) => self.live.take_partial(track),
+                        Pending::Final(req) => Some(req),
+                    };
+                    // No request: the utterance ended meanwhile; the slot goes back.
+                    if let Some(req) = req {
+                        in_flight.push(self.run_decode(&req, slot, &call));
+                    }
+                }
                 Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    aborts.remove(&id);
                     // Final latency: end of the utterance's audio to its text.
                     if let Some((track, end_ms)) = final_ends.remove(&id) {
                         if let Some(l) = self.latency(track, end_ms) {
@@ -180,33 +226,17 @@ impl CallTranscription {
                 }
                 else => {}
             }
+            while let Some(track) = self.live.poll_partial_ready() {
+                let slot = self.engine.reserve(DecodeKind::Partial);
+                slots.push(Box::pin(async move { (slot.await, Pending::Partial(track)) }));
+            }
             while let Some(req) = self.live.poll_request() {
-                let abort = Arc::new(AtomicBool::new(false));
-                aborts.insert(req.id, abort.clone());
                 if req.kind == DecodeKind::Final {
                     let end_ms = req.start_ms + req.audio.len() as u64 / 16;
                     final_ends.insert(req.id, (req.track, end_ms));
                 }
-                let fut = self.engine.transcribe(&req, abort);
-                let (id, kind) = (req.id, req.kind);
-                let call_id = call.clone();
-                in_flight.push(Box::pin(async move {
-                    match fut.await {
-                        Ok(h) => (id, Some(h)),
-                        Err(e) => {
-                            if kind == DecodeKind::Final {
-                                tracing::warn!(call_id = %call_id, error = %e, "final decode failed");
-                            }
-                            (id, None)
-                        }
-                    }
-                }));
-            }
-            // Partials overtaken by newer audio are cancelled.
-            for (id, flag) in &aborts {
-                if !self.live.is_current(*id) {
-                    flag.store(true, Ordering::Relaxed);
-                }
+                let slot = self.engine.reserve(req.kind);
+                slots.push(Box::pin(async move { (slot.await, Pending::Final(req)) }));
             }
             while let Some(mut event) = self.live.poll_event() {
                 if let CaptionEvent::Final(f) = &mut event {
@@ -234,7 +264,7 @@ impl CallTranscription {
                 self.observe(&event);
                 self.hub.publish(&call, event);
             }
-            if !input_open && in_flight.is_empty() && self.live.is_idle() {
+            if !input_open && in_flight.is_empty() && slots.is_empty() && self.live.is_idle() {
                 break;
             }
         }
@@ -260,12 +290,22 @@ impl CallTranscription {
 }
 
 impl SpeechToText for crate::asr::engine::AsrEngine {
+    fn reserve(&self, kind: DecodeKind) -> BoxFuture<'static, Permit> {
+        use crate::asr::engine::Priority;
+        let priority = match kind {
+            DecodeKind::Partial => Priority::LivePartial,
+            DecodeKind::Final => Priority::LiveFinal,
+        };
+        let engine = self.clone();
+        Box::pin(async move { engine.reserve(priority).await })
+    }
+
     fn transcribe(
         &self,
         req: &DecodeRequest,
-        abort: Arc<AtomicBool>,
+        slot: Permit,
     ) -> BoxFuture<'static, Result<Vec<Hypothesis>, String>> {
-        use crate::asr::engine::{DecodeOptions, Priority};
+        use crate::asr::engine::DecodeOptions;
         let partial = req.kind == DecodeKind::Partial;
         let opts = DecodeOptions {
             // Live windows are short: an encoder sized to them (plus a
@@ -274,19 +314,17 @@ impl SpeechToText for crate::asr::engine::AsrEngine {
             audio_ctx: DecodeOptions::fitted_audio_ctx(req.audio.len()),
             single_segment: partial,
             no_context: true,
-            abort: Some(abort),
+            // Partials carry word times for LocalAgreement.
+            token_timestamps: partial,
+            // Deterministic, and no sampled re-runs eating a loaded CPU.
+            no_fallback: true,
             ..DecodeOptions::default()
-        };
-        let priority = if partial {
-            Priority::LivePartial
-        } else {
-            Priority::LiveFinal
         };
         let engine = self.clone();
         let audio = req.audio.clone();
         Box::pin(async move {
             let t = engine
-                .transcribe(audio, opts, priority)
+                .transcribe_reserved(slot, audio, opts)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(t.segments
@@ -296,6 +334,7 @@ impl SpeechToText for crate::asr::engine::AsrEngine {
                     end_ms: s.end_ms.max(0) as u64,
                     text: s.text,
                     confidence: s.confidence,
+                    words: s.words,
                 })
                 .collect())
         })

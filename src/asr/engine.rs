@@ -158,8 +158,13 @@ pub struct DecodeOptions {
     pub single_segment: bool,
     /// Do not condition a window on the text of the previous one.
     pub no_context: bool,
-    /// Compute per-token timestamps (costs a little time).
+    /// Compute per-token timestamps and return [`Segment::words`] (costs a
+    /// little time; live partials need them to commit agreed words).
     pub token_timestamps: bool,
+    /// Never re-decode with sampling when a greedy pass fails whisper.cpp's
+    /// checks: the result is then deterministic and the run's cost bounded
+    /// (live windows; the repetition guards below still apply).
+    pub no_fallback: bool,
     /// Added to every segment time: where this audio starts in the call.
     pub offset_ms: i64,
     /// Set to `true` to cancel (see the type-level docs).
@@ -192,6 +197,22 @@ pub struct Segment {
     pub confidence: Option<f32>,
     /// Whisper's probability that its window held no speech.
     pub no_speech_prob: f32,
+    /// Word timings, when [`DecodeOptions::token_timestamps`] was set (and
+    /// the repetition guards left the text as decoded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<Word>,
+}
+
+/// One word with its time, from whisper.cpp's token timestamps (an estimate
+/// good to a few tens of ms at pauses, coarser inside fast speech).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Word {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// As decoded, with its punctuation.
+    pub text: String,
+    /// Mean probability of its tokens.
+    pub probability: f32,
 }
 
 /// The result of one run.
@@ -282,11 +303,29 @@ impl AsrEngine {
         if opts.aborted() {
             return Err(AsrError::Aborted);
         }
-        let permit = self.inner.scheduler.acquire(priority).await;
+        let permit = self.reserve(priority).await;
         // It may have gone stale while queued: spend no CPU on it.
         if opts.aborted() {
             return Err(AsrError::Aborted);
         }
+        self.transcribe_reserved(permit, samples, opts).await
+    }
+
+    /// Waits for a slot at `priority` without committing to audio yet: a
+    /// live partial takes its audio once the slot is its own, so it shows
+    /// the freshest speech however long it queued.
+    pub async fn reserve(&self, priority: Priority) -> Permit {
+        self.inner.scheduler.acquire(priority).await
+    }
+
+    /// Runs on a slot from [`AsrEngine::reserve`] (released when done).
+    pub async fn transcribe_reserved(
+        &self,
+        permit: Permit,
+        samples: Vec<f32>,
+        opts: DecodeOptions,
+    ) -> Result<Transcription, AsrError> {
+        self.inner.check(&samples, &opts)?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -380,6 +419,9 @@ impl Inner {
         params.set_no_context(opts.no_context);
         params.set_single_segment(opts.single_segment);
         params.set_token_timestamps(opts.token_timestamps);
+        if opts.no_fallback {
+            params.set_temperature_inc(0.0);
+        }
         if let Some(ctx) = opts.audio_ctx {
             params.set_audio_ctx(ctx);
         }
@@ -423,6 +465,19 @@ impl Inner {
                 .collect();
             let confidence =
                 (!probs.is_empty()).then(|| probs.iter().sum::<f32>() / probs.len() as f32);
+            let words = if opts.token_timestamps {
+                let tokens = (0..seg.n_tokens())
+                    .filter_map(|i| seg.get_token(i))
+                    .filter(|t| t.token_id() < eot)
+                    .filter_map(|t| {
+                        let d = t.token_data();
+                        let text = t.to_str_lossy().ok()?.into_owned();
+                        Some((text, d.t0 * 10, d.t1 * 10, d.p))
+                    });
+                words_from_tokens(tokens, opts.offset_ms)
+            } else {
+                Vec::new()
+            };
             segments.push(Segment {
                 // whisper.cpp times are in centiseconds.
                 start_ms: seg.start_timestamp() * 10 + opts.offset_ms,
@@ -430,6 +485,7 @@ impl Inner {
                 text,
                 confidence,
                 no_speech_prob: seg.no_speech_probability(),
+                words,
             });
         }
         Ok(Transcription {
@@ -437,6 +493,49 @@ impl Inner {
             audio_ms,
         })
     }
+}
+
+/// Joins tokens `(text, t0_ms, t1_ms, probability)` into words: a token that
+/// starts with a space starts a word (Whisper's BPE marks word starts so);
+/// punctuation stays on the word it follows.
+fn words_from_tokens(
+    tokens: impl IntoIterator<Item = (String, i64, i64, f32)>,
+    offset_ms: i64,
+) -> Vec<Word> {
+    let mut words: Vec<Word> = Vec::new();
+    let mut probs: Vec<Vec<f32>> = Vec::new();
+    for (text, t0, t1, p) in tokens {
+        if text.is_empty() {
+            continue;
+        }
+        let starts_word = text.starts_with(' ') || words.is_empty();
+        let punct_only = text.trim().chars().all(|c| !c.is_alphanumeric());
+        match words.last_mut() {
+            Some(w) if !starts_word || (punct_only && !text.trim().is_empty()) => {
+                w.text.push_str(text.trim_start());
+                w.end_ms = w.end_ms.max(t1 + offset_ms);
+                if let Some(ps) = probs.last_mut() {
+                    ps.push(p);
+                }
+            }
+            _ => {
+                if text.trim().is_empty() {
+                    continue;
+                }
+                words.push(Word {
+                    start_ms: t0 + offset_ms,
+                    end_ms: t1.max(t0) + offset_ms,
+                    text: text.trim_start().to_string(),
+                    probability: 0.0,
+                });
+                probs.push(vec![p]);
+            }
+        }
+    }
+    for (w, ps) in words.iter_mut().zip(probs) {
+        w.probability = ps.iter().sum::<f32>() / ps.len().max(1) as f32;
+    }
+    words
 }
 
 /// Applies the guards described on the module: drops non-speech, collapses
@@ -447,7 +546,12 @@ pub fn clean_segments(segments: Vec<Segment>) -> Vec<Segment> {
         .into_iter()
         .filter(|s| !is_probably_not_speech(s))
         .map(|mut s| {
-            s.text = collapse_repeats(&s.text);
+            let collapsed = collapse_repeats(&s.text);
+            if collapsed != s.text {
+                // The words no longer match the text: better none.
+                s.words.clear();
+            }
+            s.text = collapsed;
             s
         })
         .filter(|s| !s.text.is_empty())
@@ -707,7 +811,28 @@ mod tests {
             text: text.into(),
             confidence,
             no_speech_prob,
+            words: Vec::new(),
         }
+    }
+
+    #[test]
+    fn tokens_join_into_words_with_their_punctuation() {
+        let t = |text: &str, t0, t1, p| (text.to_string(), t0, t1, p);
+        let words = words_from_tokens(
+            [
+                t(" And", 0, 30, 0.9),
+                t(" so", 30, 60, 0.8),
+                t(",", 60, 60, 0.7),
+                t(" Amer", 80, 120, 0.6),
+                t("icans", 120, 170, 0.4),
+                t(".", 170, 170, 1.0),
+            ],
+            1_000,
+        );
+        let texts: Vec<_> = words.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(texts, ["And", "so,", "Americans."]);
+        assert_eq!((words[2].start_ms, words[2].end_ms), (1_080, 1_170));
+        assert!((words[1].probability - 0.75).abs() < 1e-6);
     }
 
     #[tokio::test]

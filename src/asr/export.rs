@@ -192,6 +192,7 @@ mod tests {
                 text: text.into(),
                 confidence: Some(0.9),
                 no_speech_prob: 0.01,
+                words: Vec::new(),
             },
         }
     }

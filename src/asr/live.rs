@@ -6,25 +6,46 @@
 //!   audio *before* upsampling: it is built for telephone-band audio, costs
 //!   microseconds per 20 ms frame (so it scales to thousands of calls), and
 //!   keeps silence away from Whisper, which hallucinates on it;
-//! - speech opens an utterance (with a little pre-roll); while it lasts a
-//!   *partial* decode of the utterance so far is requested every
-//!   `partial_interval_ms` of new audio (one in flight per track; a newer
-//!   request makes the older stale);
-//! - enough trailing silence, a too-long utterance, or the end of the call
-//!   closes it with a *final* decode whose segments are immutable.
+//! - speech opens an utterance (with a little pre-roll); while it lasts, a
+//!   track becomes *ready* for a partial after every `partial_interval_ms`
+//!   of new audio (one partial at a time per track). The driver then waits
+//!   for a decoder slot and only then takes the partial's audio
+//!   ([`LiveTranscriber::take_partial`]): under load partials come less
+//!   often, but each one shows the speech up to the moment it runs;
+//! - LocalAgreement (Macháček et al., "Turning Whisper into Real-Time
+//!   Transcription System", 2023): when two consecutive partials of the same
+//!   window agree on their first words, and a short pause the VAD heard lies
+//!   where those words end, the audio up to that pause is decoded on its own
+//!   as a *final*; if that decode agrees too, it is committed and the window
+//!   moves past the pause. Whisper's token times are only estimates (off by
+//!   up to a second on phone audio), so they pick the pause but never place
+//!   the cut, and nothing is committed that a decode of exactly the committed
+//!   audio does not confirm. Long utterances thus get finals while the
+//!   speaker goes on, and partials keep decoding seconds, not the utterance;
+//! - enough trailing silence, a too-long window, or the end of the call
+//!   closes the utterance with a *final* decode of what is not yet committed.
 //!
 //! Time is the media timeline (sample positions), not a clock, so tests are
 //! deterministic. Contract: feed `handle_narrowband`/`handle_wideband` as
-//! audio arrives (any order between the two), then drain `poll_request`; run
-//! each request and hand its outcome to `handle_result`; drain `poll_event`.
-//! Call `finish` at the end of the call and keep draining until `is_idle`.
+//! audio arrives (any order between the two); for each track from
+//! `poll_partial_ready`, get a slot, then `take_partial`; drain
+//! `poll_request` (finals); run each request and hand its outcome to
+//! `handle_result`; drain `poll_event`. Call `finish` at the end of the call
+//! and keep draining until `is_idle`.
 
 use std::collections::VecDeque;
 
+pub use crate::asr::engine::Word;
 use crate::media::{PcmChunk, Track, WidebandChunk};
 
 /// 20 ms at 8 kHz: the VAD frame.
 const VAD_FRAME: usize = 160;
+/// Silence kept after the last speech frame of an utterance.
+const TAIL_MS: u64 = 300;
+/// Shortest silence inside an utterance that a commit may cut in.
+const PAUSE_MS: u64 = 100;
+/// How far from a pause Whisper's estimate of a word boundary may be.
+const SNAP_MS: i64 = 400;
 
 /// Tuning of the live policy.
 #[derive(Debug, Clone)]
@@ -39,6 +60,9 @@ pub struct LiveConfig {
     pub pre_roll_ms: u64,
     /// Speech needed to open an utterance (filters clicks).
     pub min_speech_ms: u64,
+    /// Shortest stretch LocalAgreement commits as a final (shorter agreed
+    /// prefixes wait: tiny finals make choppy transcripts).
+    pub min_commit_ms: u64,
 }
 
 impl Default for LiveConfig {
@@ -49,6 +73,7 @@ impl Default for LiveConfig {
             max_utterance_ms: 15_000,
             pre_roll_ms: 200,
             min_speech_ms: 60,
+            min_commit_ms: 1_000,
         }
     }
 }
@@ -76,6 +101,8 @@ pub struct Hypothesis {
     pub end_ms: u64,
     pub text: String,
     pub confidence: Option<f32>,
+    /// Word timings relative to the request's audio (partials; may be empty).
+    pub words: Vec<Word>,
 }
 
 /// What agents see.
@@ -104,7 +131,6 @@ pub struct FinalSegment {
 
 /// Utterance bookkeeping for one track, in 8 kHz sample positions.
 struct TrackState {
-    track: Track,
     vad: earshot::VoiceActivityDetector,
     /// Narrowband samples not yet a whole VAD frame, and where they start.
     vad_pending: Vec<i16>,
@@ -114,6 +140,19 @@ struct TrackState {
     silence_run: u64,
     /// Open utterance: start, and end of its last speech frame.
     utterance: Option<(u64, u64)>,
+    /// Start of the open utterance's audio not yet committed as finals.
+    window_start: u64,
+    /// The words of the last partial of this window, in call ms (what the
+    /// next partial must agree with).
+    last_words: Vec<Word>,
+    /// Ready for a partial: waiting for the driver to take it.
+    partial_ready: bool,
+    /// Pauses (silence runs of at least [`PAUSE_MS`] that speech followed)
+    /// in the open utterance, as 8 kHz positions: where a commit may cut.
+    pauses: Vec<(u64, u64)>,
+    /// A commit being confirmed: the request, where it cuts, and the words
+    /// (keys) the partials agreed on.
+    verifying: Option<(u64, u64, Vec<String>)>,
     /// End of the audio covered by the last partial request.
     partial_upto: u64,
     /// Wideband audio from `wide_base` (16 kHz positions).
@@ -128,15 +167,19 @@ struct TrackState {
 }
 
 impl TrackState {
-    fn new(track: Track) -> Self {
+    fn new() -> Self {
         Self {
-            track,
             vad: earshot::VoiceActivityDetector::new(earshot::VoiceActivityProfile::QUALITY),
             vad_pending: Vec::with_capacity(VAD_FRAME),
             vad_pos: 0,
             speech_run: 0,
             silence_run: 0,
             utterance: None,
+            window_start: 0,
+            last_words: Vec::new(),
+            partial_ready: false,
+            pauses: Vec::new(),
+            verifying: None,
             partial_upto: 0,
             wide: Vec::new(),
             wide_base: 0,
@@ -149,6 +192,16 @@ impl TrackState {
     /// Wideband samples available up to (exclusive), as an 8 kHz position.
     fn wide_end_8k(&self) -> u64 {
         (self.wide_base + self.wide.len() as u64) / 2
+    }
+
+    fn open_utterance(&mut self, start: u64, last_speech: u64) {
+        self.utterance = Some((start, last_speech));
+        self.window_start = start;
+        self.partial_upto = start;
+        self.last_words.clear();
+        self.pauses.clear();
+        self.verifying = None;
+        self.generation += 1;
     }
 
     /// Copies wideband audio for [from, to) (8 kHz positions), zero-filling
@@ -171,7 +224,7 @@ impl TrackState {
     fn trim(&mut self, pre_roll: u64) {
         let keep_from_8k = match (self.utterance, self.closing.front()) {
             (_, Some((start, _))) => *start,
-            (Some((start, _)), None) => start,
+            (Some(_), None) => self.window_start,
             (None, None) => self.vad_pos.saturating_sub(pre_roll),
         };
         let keep_from = keep_from_8k * 2;
@@ -187,6 +240,7 @@ impl TrackState {
 struct Outstanding {
     id: u64,
     track: Track,
+    /// `Final` also for a commit being confirmed (see `TrackState::verifying`).
     kind: DecodeKind,
     start_ms: u64,
     /// Length of its audio: hypotheses never end past it.
@@ -204,6 +258,8 @@ pub struct LiveTranscriber {
     events: VecDeque<CaptionEvent>,
     /// Requests handed out and not yet answered.
     outstanding: Vec<Outstanding>,
+    /// Tracks that became ready for a partial, oldest first.
+    ready: VecDeque<Track>,
 }
 
 fn ms_to_samples(ms: u64) -> u64 {
@@ -218,14 +274,12 @@ impl LiveTranscriber {
     pub fn new(config: LiveConfig) -> Self {
         Self {
             config,
-            tracks: [
-                TrackState::new(Track::Caller),
-                TrackState::new(Track::Agent),
-            ],
+            tracks: [TrackState::new(), TrackState::new()],
             next_id: 1,
             requests: VecDeque::new(),
             events: VecDeque::new(),
             outstanding: Vec::new(),
+            ready: VecDeque::new(),
         }
     }
 
@@ -253,15 +307,9 @@ impl LiveTranscriber {
             offset += VAD_FRAME;
             let frame_start = t.vad_pos;
             t.vad_pos += VAD_FRAME as u64;
-            Self::step(
-                &self.config,
-                t,
-                speech,
-                frame_start,
-                &mut self.next_id,
-                &mut self.requests,
-                &mut self.outstanding,
-            );
+            if Self::step(&self.config, t, speech, frame_start) {
+                self.ready.push_back(chunk.track);
+            }
         }
         t.vad_pending.drain(..offset);
         self.flush_closing(chunk.track);
@@ -291,16 +339,9 @@ impl LiveTranscriber {
         self.tracks[chunk.track.index()].trim(pre_roll);
     }
 
-    /// One VAD frame's decision drives the utterance state machine.
-    fn step(
-        config: &LiveConfig,
-        t: &mut TrackState,
-        speech: bool,
-        frame_start: u64,
-        next_id: &mut u64,
-        requests: &mut VecDeque<DecodeRequest>,
-        outstanding: &mut Vec<Outstanding>,
-    ) {
+    /// One VAD frame's decision drives the utterance state machine. Returns
+    /// whether the track just became ready for a partial.
+    fn step(config: &LiveConfig, t: &mut TrackState, speech: bool, frame_start: u64) -> bool {
         let frame_end = frame_start + VAD_FRAME as u64;
         if speech {
             t.speech_run += VAD_FRAME as u64;
@@ -314,59 +355,89 @@ impl LiveTranscriber {
                 if t.speech_run >= ms_to_samples(config.min_speech_ms) {
                     let onset = frame_end - t.speech_run;
                     let start = onset.saturating_sub(ms_to_samples(config.pre_roll_ms));
-                    t.utterance = Some((start, frame_end));
-                    t.partial_upto = start;
-                    t.generation += 1;
+                    t.open_utterance(start, frame_end);
                 }
+                false
             }
             Some((start, last_speech)) => {
+                if speech && t.speech_run == VAD_FRAME as u64 {
+                    // Speech resumes: the silence before it may be a pause.
+                    let silence = frame_start - last_speech;
+                    if silence >= ms_to_samples(PAUSE_MS) && last_speech > t.window_start {
+                        t.pauses.push((last_speech, frame_start));
+                    }
+                }
                 let last_speech = if speech { frame_end } else { last_speech };
                 t.utterance = Some((start, last_speech));
-                let too_long = frame_end - start >= ms_to_samples(config.max_utterance_ms);
+                let too_long =
+                    frame_end - t.window_start >= ms_to_samples(config.max_utterance_ms);
                 if t.silence_run >= ms_to_samples(config.end_silence_ms) || too_long {
-                    // Keep a little of the trailing silence: word endings fade.
+                    // Keep some trailing silence: word endings (an "s" on
+                    // the phone) fade below the VAD's threshold.
                     let end = if too_long {
                         frame_end
                     } else {
-                        (last_speech + ms_to_samples(200)).min(frame_end)
+                        (last_speech + ms_to_samples(TAIL_MS)).min(frame_end)
                     };
                     t.utterance = None;
-                    t.closing.push_back((start, end));
+                    t.partial_ready = false;
+                    t.closing.push_back((t.window_start, end));
                     if too_long && speech {
                         // Speech goes on: the next utterance starts here.
-                        t.utterance = Some((end, frame_end));
-                        t.partial_upto = end;
-                        t.generation += 1;
+                        t.open_utterance(end, frame_end);
                     }
+                    false
                 } else if frame_end - t.partial_upto >= ms_to_samples(config.partial_interval_ms)
                     && t.partial_in_flight.is_none()
-                    && t.wide_end_8k() >= start
+                    && !t.partial_ready
+                    && t.wide_end_8k() > t.window_start
                 {
-                    let upto = frame_end.min(t.wide_end_8k());
-                    if upto > start {
-                        let id = *next_id;
-                        *next_id += 1;
-                        t.partial_upto = upto;
-                        t.partial_in_flight = Some(id);
-                        outstanding.push(Outstanding {
-                            id,
-                            track: t.track,
-                            kind: DecodeKind::Partial,
-                            start_ms: samples_to_ms(start),
-                            len_ms: samples_to_ms(upto - start),
-                            generation: t.generation,
-                        });
-                        requests.push_back(DecodeRequest {
-                            id,
-                            track: t.track,
-                            kind: DecodeKind::Partial,
-                            start_ms: samples_to_ms(start),
-                            audio: t.wide_slice(start, upto),
-                        });
-                    }
+                    t.partial_ready = true;
+                    true
+                } else {
+                    false
                 }
             }
         }
+    }
+
+    /// Tracks ready for a partial: get a decoder slot for each, then call
+    /// [`LiveTranscriber::take_partial`].
+    pub fn poll_partial_ready(&mut self) -> Option<Track> {
+        self.ready.pop_front()
+    }
+
+    /// The partial for `track` with all the audio there is now, or `None`
+    /// when the utterance ended meanwhile (its final covers it).
+    pub fn take_partial(&mut self, track: Track) -> Option<DecodeRequest> {
+        let t = &mut self.tracks[track.index()];
+        if !std::mem::take(&mut t.partial_ready) || t.utterance.is_none() {
+            return None;
+        }
+        let start = t.window_start;
+        let upto = t.vad_pos.min(t.wide_end_8k());
+        if upto <= start {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        t.partial_upto = upto;
+        t.partial_in_flight = Some(id);
+        self.outstanding.push(Outstanding {
+            id,
+            track,
+            kind: DecodeKind::Partial,
+            start_ms: samples_to_ms(start),
+            len_ms: samples_to_ms(upto - start),
+            generation: t.generation,
+        });
+        Some(DecodeRequest {
+            id,
+            track,
+            kind: DecodeKind::Partial,
+            start_ms: samples_to_ms(start),
+            audio: t.wide_slice(start, upto),
+        })
     }
 
     /// Issues finals for closed utterances whose audio has fully arrived
@@ -408,9 +479,10 @@ impl LiveTranscriber {
     pub fn finish(&mut self) {
         for track in Track::ALL {
             let t = &mut self.tracks[track.index()];
-            if let Some((start, last_speech)) = t.utterance.take() {
-                let end = (last_speech + ms_to_samples(200)).min(t.vad_pos.max(last_speech));
-                t.closing.push_back((start, end));
+            if let Some((_, last_speech)) = t.utterance.take() {
+                let end = (last_speech + ms_to_samples(TAIL_MS)).min(t.vad_pos.max(last_speech));
+                t.partial_ready = false;
+                t.closing.push_back((t.window_start, end));
             }
             self.flush_closing_inner(track, true);
         }
@@ -452,10 +524,40 @@ impl LiveTranscriber {
                     t.partial_in_flight = None;
                 }
                 // A partial of a closed utterance is stale: its final follows.
-                if !current || t.generation != generation || t.utterance.is_none() {
+                if !current
+                    || t.generation != generation
+                    || t.utterance.is_none()
+                    || samples_to_ms(t.window_start) != start_ms
+                {
                     return;
                 }
                 let Some(hyps) = result else { return };
+                let proposal =
+                    local_agreement(&mut t.last_words, &hyps, start_ms, len_ms, &t.pauses);
+                let min_cut = t.window_start + ms_to_samples(self.config.min_commit_ms);
+                if let Some((cut, expected)) = proposal.filter(|(cut, _)| *cut >= min_cut) {
+                    if t.verifying.is_none() {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        let from = t.window_start;
+                        t.verifying = Some((id, cut, expected));
+                        self.outstanding.push(Outstanding {
+                            id,
+                            track,
+                            kind: DecodeKind::Final,
+                            start_ms: samples_to_ms(from),
+                            len_ms: samples_to_ms(cut - from),
+                            generation,
+                        });
+                        self.requests.push_back(DecodeRequest {
+                            id,
+                            track,
+                            kind: DecodeKind::Final,
+                            start_ms: samples_to_ms(from),
+                            audio: t.wide_slice(from, cut),
+                        });
+                    }
+                }
                 let text = join_text(&hyps);
                 if text.is_empty() {
                     return;
@@ -470,21 +572,49 @@ impl LiveTranscriber {
                 });
             }
             DecodeKind::Final => {
-                for h in result.unwrap_or_default() {
-                    let text = h.text.trim().to_string();
-                    if is_annotation(&text) {
-                        continue;
+                if let Some((vid, cut, expected)) = t.verifying.take() {
+                    if vid != id {
+                        t.verifying = Some((vid, cut, expected));
+                    } else {
+                        // A commit being confirmed: only while its window is
+                        // still open and only when the decode agrees.
+                        let hyps = result.unwrap_or_default();
+                        let open = t.generation == generation
+                            && t.utterance.is_some()
+                            && samples_to_ms(t.window_start) == start_ms;
+                        if !open || words_keys(&join_text(&hyps)) != expected {
+                            return;
+                        }
+                        t.window_start = cut;
+                        t.last_words.clear();
+                        t.pauses.retain(|(from, _)| *from > cut);
+                        // The partial in flight decodes the old window.
+                        t.partial_in_flight = None;
+                        t.partial_upto = t.partial_upto.max(cut);
+                        self.push_finals(track, start_ms, len_ms, hyps);
+                        return;
                     }
-                    let (from, to) = (h.start_ms.min(len_ms), h.end_ms.min(len_ms));
-                    self.events.push_back(CaptionEvent::Final(FinalSegment {
-                        track,
-                        start_ms: start_ms + from,
-                        end_ms: start_ms + to.max(from),
-                        text,
-                        confidence: h.confidence,
-                    }));
                 }
+                self.push_finals(track, start_ms, len_ms, result.unwrap_or_default());
             }
+        }
+    }
+
+    /// Final segments from a final decode of audio at `start_ms`.
+    fn push_finals(&mut self, track: Track, start_ms: u64, len_ms: u64, hyps: Vec<Hypothesis>) {
+        for h in hyps {
+            let text = h.text.trim().to_string();
+            if is_annotation(&text) {
+                continue;
+            }
+            let (from, to) = (h.start_ms.min(len_ms), h.end_ms.min(len_ms));
+            self.events.push_back(CaptionEvent::Final(FinalSegment {
+                track,
+                start_ms: start_ms + from,
+                end_ms: start_ms + to.max(from),
+                text,
+                confidence: h.confidence,
+            }));
         }
     }
 
@@ -494,7 +624,10 @@ impl LiveTranscriber {
 
     /// Nothing queued, nothing outstanding.
     pub fn is_idle(&self) -> bool {
-        self.requests.is_empty() && self.outstanding.is_empty() && self.events.is_empty()
+        self.requests.is_empty()
+            && self.outstanding.is_empty()
+            && self.events.is_empty()
+            && self.ready.is_empty()
     }
 }
 
@@ -508,6 +641,80 @@ fn is_annotation(text: &str) -> bool {
         || (t.starts_with('*') && t.ends_with('*'))
 }
 
+/// A word compared case- and punctuation-insensitively.
+fn word_key(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn words_keys(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(word_key)
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+/// LocalAgreement-2 on one partial of a window that starts at `start_ms`:
+/// remembers its words (in call ms) in `last`, and when the previous
+/// partial agrees with it on a prefix whose last word ends near one of the
+/// `pauses`, proposes to commit that prefix: the cut (8 kHz position, in
+/// the middle of the pause, the latest such) and the agreed words' keys.
+fn local_agreement(
+    last: &mut Vec<Word>,
+    hyps: &[Hypothesis],
+    start_ms: u64,
+    len_ms: u64,
+    pauses: &[(u64, u64)],
+) -> Option<(u64, Vec<String>)> {
+    // Annotations split into odd words: no agreement on such a hypothesis.
+    let usable = hyps
+        .iter()
+        .all(|h| !h.text.contains(['[', '(', '*']) && !h.words.is_empty());
+    let words: Vec<Word> = if usable {
+        let base = start_ms as i64;
+        let len = len_ms as i64;
+        hyps.iter()
+            .flat_map(|h| &h.words)
+            .map(|w| Word {
+                start_ms: base + w.start_ms.clamp(0, len),
+                end_ms: base + w.end_ms.clamp(0, len),
+                ..w.clone()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let previous = std::mem::replace(last, words);
+    let words = &*last;
+    let agreed = previous
+        .iter()
+        .zip(words)
+        .take_while(|(a, b)| {
+            let key = word_key(&a.text);
+            !key.is_empty() && key == word_key(&b.text)
+        })
+        .count();
+    // From the latest pause back: the agreed word boundary (words j and
+    // j+1) nearest to it, if near enough.
+    pauses.iter().rev().find_map(|&(from, to)| {
+        let (from_ms, to_ms) = (samples_to_ms(from) as i64, samples_to_ms(to) as i64);
+        let (distance, j) = (0..agreed)
+            .filter_map(|j| {
+                let next = words.get(j + 1)?;
+                let boundary = (words[j].end_ms + next.start_ms) / 2;
+                let distance = (from_ms - boundary).max(boundary - to_ms).max(0);
+                Some((distance, j))
+            })
+            .min()?;
+        (distance <= SNAP_MS).then(|| {
+            let keys = words[..=j].iter().map(|w| word_key(&w.text)).collect();
+            (from + (to - from) / 2, keys)
+        })
+    })
+}
+
 fn join_text(hyps: &[Hypothesis]) -> String {
     hyps.iter()
         .map(|h| h.text.trim())
@@ -519,6 +726,35 @@ fn join_text(hyps: &[Hypothesis]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The transcriber and the partials a driver with free decoder slots
+    /// has taken so far.
+    struct Driven {
+        lt: LiveTranscriber,
+        taken: VecDeque<DecodeRequest>,
+    }
+
+    impl Driven {
+        fn new(config: LiveConfig) -> Self {
+            Self {
+                lt: LiveTranscriber::new(config),
+                taken: VecDeque::new(),
+            }
+        }
+    }
+
+    impl std::ops::Deref for Driven {
+        type Target = LiveTranscriber;
+        fn deref(&self) -> &LiveTranscriber {
+            &self.lt
+        }
+    }
+
+    impl std::ops::DerefMut for Driven {
+        fn deref_mut(&mut self) -> &mut LiveTranscriber {
+            &mut self.lt
+        }
+    }
 
     /// A synthetic "voice": a loud vowel-like tone the VAD accepts as speech.
     fn voiced(n: usize, phase0: usize) -> Vec<i16> {
@@ -535,7 +771,7 @@ mod tests {
 
     /// Feeds `pattern` (true = voice, false = silence) in 20 ms frames on one
     /// track, with matching wideband chunks.
-    fn feed(lt: &mut LiveTranscriber, track: Track, pattern: &[bool], from_frame: usize) {
+    fn feed(lt: &mut Driven, track: Track, pattern: &[bool], from_frame: usize) {
         for (k, speech) in pattern.iter().enumerate() {
             let i = from_frame + k;
             let samples = if *speech {
@@ -559,11 +795,20 @@ mod tests {
                 start_sample: i as u64 * 320,
                 samples: wide,
             });
+            // A driver with a free decoder slot takes partials at once.
+            while let Some(t) = lt.poll_partial_ready() {
+                if let Some(r) = lt.take_partial(t) {
+                    lt.taken.push_back(r);
+                }
+            }
         }
     }
 
-    fn drain_requests(lt: &mut LiveTranscriber) -> Vec<DecodeRequest> {
-        std::iter::from_fn(|| lt.poll_request()).collect()
+    /// Partials taken while feeding, then finals, in order.
+    fn drain_requests(lt: &mut Driven) -> Vec<DecodeRequest> {
+        let mut out: Vec<_> = lt.taken.drain(..).collect();
+        out.extend(std::iter::from_fn(|| lt.poll_request()));
+        out
     }
 
     fn pattern(silence: usize, speech: usize, after: usize) -> Vec<bool> {
@@ -575,7 +820,7 @@ mod tests {
 
     #[test]
     fn silence_never_reaches_whisper() {
-        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        let mut lt = Driven::new(LiveConfig::default());
         feed(&mut lt, Track::Caller, &vec![false; 500], 0);
         lt.finish();
         assert!(drain_requests(&mut lt).is_empty());
@@ -584,7 +829,7 @@ mod tests {
 
     #[test]
     fn an_utterance_gets_partials_then_one_final() {
-        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        let mut lt = Driven::new(LiveConfig::default());
         // 1 s silence, 2 s speech, 1 s silence.
         feed(&mut lt, Track::Caller, &pattern(50, 100, 50), 0);
         let reqs = drain_requests(&mut lt);
@@ -603,13 +848,13 @@ mod tests {
         // Starts near the onset (1 s) minus pre-roll, covers the 2 s of speech.
         assert!((700..=1000).contains(&f.start_ms), "{}", f.start_ms);
         let dur_ms = f.audio.len() as u64 / 16;
-        assert!((2000..=2600).contains(&dur_ms), "{dur_ms}");
+        assert!((2000..=2700).contains(&dur_ms), "{dur_ms}");
         assert_eq!(f.track, Track::Caller);
     }
 
     #[test]
     fn partials_follow_answers_and_stale_ones_are_dropped() {
-        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        let mut lt = Driven::new(LiveConfig::default());
         feed(&mut lt, Track::Agent, &pattern(10, 60, 0), 0);
         let first = drain_requests(&mut lt);
         assert_eq!(first.len(), 1);
@@ -623,6 +868,7 @@ mod tests {
                 end_ms: 900,
                 text: text.into(),
                 confidence: Some(0.9),
+                words: Vec::new(),
             }])
         };
         lt.handle_result(first[0].id, hyp(" hello"));
@@ -655,6 +901,7 @@ mod tests {
                 end_ms: 1800,
                 text: " Hello there. ".into(),
                 confidence: Some(0.8),
+                words: Vec::new(),
             }]),
         );
         match lt.poll_event() {
@@ -678,13 +925,14 @@ mod tests {
             end_ms: 1,
             text: t.into(),
             confidence: None,
+            words: Vec::new(),
         };
         assert_eq!(join_text(&[h("[BLANK_AUDIO]"), h(" hi ")]), "hi");
     }
 
     #[test]
     fn tracks_are_independent() {
-        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        let mut lt = Driven::new(LiveConfig::default());
         feed(&mut lt, Track::Caller, &pattern(0, 60, 40), 0);
         feed(&mut lt, Track::Agent, &pattern(100, 60, 40), 0);
         let finals: Vec<_> = drain_requests(&mut lt)
@@ -703,7 +951,7 @@ mod tests {
             max_utterance_ms: 3_000,
             ..LiveConfig::default()
         };
-        let mut lt = LiveTranscriber::new(cfg);
+        let mut lt = Driven::new(cfg);
         feed(&mut lt, Track::Caller, &vec![true; 400], 0); // 8 s of speech
         lt.finish();
         let finals: Vec<_> = drain_requests(&mut lt)
@@ -717,12 +965,229 @@ mod tests {
 
     #[test]
     fn end_of_call_closes_open_speech() {
-        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        let mut lt = Driven::new(LiveConfig::default());
         feed(&mut lt, Track::Caller, &pattern(5, 50, 0), 0);
         drain_requests(&mut lt);
         lt.finish();
         let reqs = drain_requests(&mut lt);
         assert_eq!(reqs.len(), 1);
         assert_eq!(reqs[0].kind, DecodeKind::Final);
+    }
+
+    fn word(text: &str, start_ms: i64, end_ms: i64) -> Word {
+        Word {
+            start_ms,
+            end_ms,
+            text: text.into(),
+            probability: 0.9,
+        }
+    }
+
+    fn hyp(words: Vec<Word>) -> Option<Vec<Hypothesis>> {
+        let text = words
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(vec![Hypothesis {
+            start_ms: 0,
+            end_ms: words.last().map_or(0, |w| w.end_ms as u64),
+            text,
+            confidence: Some(0.9),
+            words,
+        }])
+    }
+
+    /// Takes the next partial of `track` (the driver got a slot).
+    fn next_partial(lt: &mut Driven, track: Track) -> DecodeRequest {
+        drain_requests(lt)
+            .into_iter()
+            .find(|r| r.kind == DecodeKind::Partial && r.track == track)
+            .expect("a partial")
+    }
+
+    /// Feeds frames with no driver taking partials (all decoder slots busy).
+    fn feed_busy(lt: &mut LiveTranscriber, track: Track, pattern: &[bool], from_frame: usize) {
+        for (k, speech) in pattern.iter().enumerate() {
+            let i = from_frame + k;
+            let samples = if *speech {
+                voiced(160, i * 160)
+            } else {
+                vec![0; 160]
+            };
+            let wide: Vec<f32> = samples
+                .iter()
+                .flat_map(|s| [*s as f32 / 32768.0; 2])
+                .collect();
+            lt.handle_narrowband(&PcmChunk {
+                track,
+                sample_rate: 8000,
+                start_sample: i as u64 * 160,
+                samples,
+                silence: !speech,
+            });
+            lt.handle_wideband(&WidebandChunk {
+                track,
+                start_sample: i as u64 * 320,
+                samples: wide,
+            });
+        }
+    }
+
+    #[test]
+    fn a_partial_takes_the_audio_there_is_when_its_slot_comes() {
+        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        feed_busy(&mut lt, Track::Caller, &pattern(10, 100, 0), 0);
+        assert_eq!(lt.poll_partial_ready(), Some(Track::Caller));
+        assert_eq!(lt.poll_partial_ready(), None, "one partial at a time");
+        let req = lt.take_partial(Track::Caller).expect("utterance still open");
+        // All 2.2 s there are (from onset minus pre-roll), not the 0.7 s
+        // there were when the track became ready.
+        let ms = req.audio.len() as u64 / 16;
+        assert!(ms >= 1_900, "{ms}");
+        assert!(lt.take_partial(Track::Caller).is_none(), "taken once");
+
+        // An utterance that ends before the slot comes gets no partial.
+        let mut lt = LiveTranscriber::new(LiveConfig::default());
+        feed_busy(&mut lt, Track::Agent, &[true; 40], 0);
+        assert_eq!(lt.poll_partial_ready(), Some(Track::Agent));
+        feed_busy(&mut lt, Track::Agent, &[false; 40], 40);
+        assert!(lt.take_partial(Track::Agent).is_none());
+        assert_eq!(lt.poll_request().map(|r| r.kind), Some(DecodeKind::Final));
+    }
+
+    /// The final requests among `reqs`.
+    fn finals(reqs: Vec<DecodeRequest>) -> Vec<DecodeRequest> {
+        reqs.into_iter()
+            .filter(|r| r.kind == DecodeKind::Final)
+            .collect()
+    }
+
+    #[test]
+    fn agreed_words_at_a_pause_are_confirmed_then_committed() {
+        let mut lt = Driven::new(LiveConfig::default());
+        // Speech from 0.2 s; a 400 ms pause at 1.4-1.8 s; speech goes on.
+        let mut p = pattern(10, 60, 0);
+        p.extend([false; 20]);
+        p.extend([true; 20]);
+        feed(&mut lt, Track::Caller, &p, 0);
+        let p1 = next_partial(&mut lt, Track::Caller);
+        let base = p1.start_ms as i64;
+        assert_eq!(base, 0);
+        let said = || {
+            vec![
+                word("Hello,", 250, 500),
+                word("my", 560, 640),
+                word("name", 640, 800),
+                word("is", 820, 900),
+                // Whisper's estimate is 300 ms late: still near the pause.
+                word("Anna.", 900, 1_700),
+                word("I", 1_800, 1_850),
+            ]
+        };
+        lt.handle_result(p1.id, hyp(said()));
+        assert!(matches!(lt.poll_event(), Some(CaptionEvent::Partial { .. })));
+        assert!(finals(drain_requests(&mut lt)).is_empty(), "nothing agreed yet");
+
+        feed(&mut lt, Track::Caller, &[true; 40], 110);
+        let p2 = next_partial(&mut lt, Track::Caller);
+        assert_eq!(p2.start_ms, 0, "same window until a commit");
+        let mut more = said();
+        more.push(word("need", 1_860, 2_000));
+        lt.handle_result(p2.id, hyp(more));
+        // "... Anna." agreed and ends near the pause: confirm that stretch,
+        // cut in the pause (the VAD's hangover shortens it a little).
+        let check = finals(drain_requests(&mut lt));
+        assert_eq!(check.len(), 1);
+        assert_eq!(check[0].start_ms, 0);
+        let cut = check[0].audio.len() as u64 / 16;
+        assert!((1_450..=1_750).contains(&cut), "{cut}");
+        assert!(matches!(lt.poll_event(), Some(CaptionEvent::Partial { .. })));
+
+        // The confirming decode agrees (punctuation and case aside).
+        lt.handle_result(
+            check[0].id,
+            Some(vec![Hypothesis {
+                start_ms: 250,
+                end_ms: 1_450,
+                text: " hello my name is Anna".into(),
+                confidence: Some(0.9),
+                words: Vec::new(),
+            }]),
+        );
+        match lt.poll_event() {
+            Some(CaptionEvent::Final(f)) => {
+                assert_eq!(f.text, "hello my name is Anna");
+                assert_eq!((f.start_ms, f.end_ms), (250, 1_450));
+                assert_eq!(f.track, Track::Caller);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Partials and the utterance's final now start at the cut.
+        feed(&mut lt, Track::Caller, &[true; 40], 150);
+        let p3 = next_partial(&mut lt, Track::Caller);
+        assert_eq!(p3.start_ms, cut);
+        feed(&mut lt, Track::Caller, &[false; 40], 190);
+        let fin = finals(drain_requests(&mut lt));
+        assert_eq!(fin.len(), 1);
+        assert_eq!(fin[0].start_ms, cut);
+    }
+
+    #[test]
+    fn nothing_is_committed_without_a_pause_or_a_confirming_decode() {
+        let said = || {
+            vec![
+                word("Thanks", 0, 300),
+                word("for", 320, 400),
+                word("calling.", 400, 1_100),
+                word("Bye", 1_300, 1_600),
+            ]
+        };
+        // Continuous speech: no pause, no commit however much partials agree.
+        let mut lt = Driven::new(LiveConfig::default());
+        feed(&mut lt, Track::Agent, &[true; 80], 0);
+        let p1 = next_partial(&mut lt, Track::Agent);
+        lt.handle_result(p1.id, hyp(said()));
+        feed(&mut lt, Track::Agent, &[true; 40], 80);
+        let p2 = next_partial(&mut lt, Track::Agent);
+        lt.handle_result(p2.id, hyp(said()));
+        assert!(finals(drain_requests(&mut lt)).is_empty());
+
+        // A pause at 1.2-1.6 s, but the confirming decode disagrees.
+        let mut lt = Driven::new(LiveConfig::default());
+        let mut p = vec![true; 60];
+        p.extend([false; 20]);
+        p.extend([true; 20]);
+        feed(&mut lt, Track::Agent, &p, 0);
+        let p1 = next_partial(&mut lt, Track::Agent);
+        lt.handle_result(p1.id, hyp(said()));
+        feed(&mut lt, Track::Agent, &[true; 40], 100);
+        let p2 = next_partial(&mut lt, Track::Agent);
+        lt.handle_result(p2.id, hyp(said()));
+        let check = finals(drain_requests(&mut lt));
+        assert_eq!(check.len(), 1);
+        lt.handle_result(
+            check[0].id,
+            Some(vec![Hypothesis {
+                start_ms: 0,
+                end_ms: 1_200,
+                text: "Thanks for calling, bye".into(),
+                confidence: Some(0.9),
+                words: Vec::new(),
+            }]),
+        );
+        assert!(!std::iter::from_fn(|| lt.poll_event())
+            .any(|e| matches!(e, CaptionEvent::Final(_))));
+        // The window did not move: the next partial still starts at 0.
+        feed(&mut lt, Track::Agent, &[true; 40], 140);
+        let p3 = next_partial(&mut lt, Track::Agent);
+        assert_eq!(p3.start_ms, 0);
+        // An annotated hypothesis agrees with nothing.
+        let mut h = hyp(said());
+        if let Some(v) = h.as_mut() {
+            v[0].text = "[BLANK_AUDIO] Thanks for calling. Bye".into();
+        }
+        lt.handle_result(p3.id, h);
+        assert!(finals(drain_requests(&mut lt)).is_empty());
     }
 }
