@@ -137,7 +137,10 @@ async fn phone_path_speech_becomes_live_captions_and_finals() {
     let w = wer(JFK, &caller);
     println!("phone-path finals: {caller:?} (WER {:.1} %)", w * 100.0);
     for s in export["segments"].as_array().into_iter().flatten() {
-        println!("  {} {}-{} {}", s["track"], s["start_ms"], s["end_ms"], s["text"]);
+        println!(
+            "  {} {}-{} {}",
+            s["track"], s["start_ms"], s["end_ms"], s["text"]
+        );
     }
     assert!(w <= 0.12, "live phone-path WER {w} > 12 %: {caller:?}");
     assert_eq!(
@@ -264,4 +267,71 @@ async fn two_party_call_is_attributed_per_track() {
         .unwrap_or_default()
         .to_lowercase();
     assert!(reason.contains("internet"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_pii_redaction_applies_to_live_finals() {
+    let server = TestServer::start_live().await;
+    let on = callstream::store::TenantSettings {
+        pii_redaction: true,
+    };
+    server
+        .store
+        .set_tenant_settings(&server.tenant_id, &on)
+        .await
+        .unwrap();
+    // A caller leaves a phone number and an e-mail address (festival voice,
+    // see media-fixtures/pii-caller.md).
+    let frames = callstream::loadgen::mulaw_frames(&fixture("pii-caller.wav")).unwrap();
+    let mut ws = server.connect_signed().await;
+    let mut call = Call::new();
+    ws.send(call.start(&[])).await.unwrap();
+    eventually(|| async { server.state.sessions.open_calls().len() == 1 }).await;
+    let call_id = server.state.sessions.open_calls()[0].1.clone();
+    let path = format!("/v1/calls/{call_id}/captions");
+    let key = server.api_key.clone();
+    let addr = server.addr;
+    // A watcher over SSE from the start sees what agents see.
+    let watch = tokio::spawn(async move { http_text(addr, "GET", &path, Some(&key), None).await });
+    stream_call(&mut ws, &mut call, &frames, None).await;
+    ws.send(call.stop()).await.unwrap();
+    assert_eq!(expect_close(&mut ws).await.0, 1000);
+
+    let (_, export) = finished_transcript(&server, &call.call_sid).await;
+    let stored = track_text(&export, "caller");
+    println!("redacted finals: {stored:?}");
+    let (_, captions) = tokio::time::timeout(Duration::from_secs(30), watch)
+        .await
+        .unwrap()
+        .unwrap();
+    // Partials and finals as pushed live.
+    let live: String = captions
+        .lines()
+        .filter(|l| l.starts_with("data:"))
+        .collect();
+    assert!(live.contains(r#""type":"final""#), "{live}");
+    let (_, txt) = http_text(
+        server.addr,
+        "GET",
+        &format!("/v1/calls/{call_id}/transcript?format=txt"),
+        Some(&server.api_key),
+        None,
+    )
+    .await;
+    // The words around the PII are transcribed...
+    assert!(stored.to_lowercase().contains("call me back"), "{stored:?}");
+    // ...the phone number is replaced in what is stored, exported and shown
+    // live, partials included (tiny.en writes it "415-555-0134"; no digit
+    // group may survive).
+    for text in [&stored, &live, &txt] {
+        assert!(text.contains("[PHONE]"), "{text}");
+        for digits in ["0134", "555", "415"] {
+            assert!(!text.contains(digits), "{digits} in {text}");
+        }
+    }
+    // The e-mail address in what is kept (a partial may show it half-said).
+    for text in [&stored, &txt] {
+        assert!(text.contains("[EMAIL]"), "{text}");
+        assert!(!text.to_lowercase().contains("example"), "{text}");
+    }
 }

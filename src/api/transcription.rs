@@ -15,7 +15,7 @@ use super::stream::{CallContext, SinkFactory, SinkSet};
 use crate::asr::captions::CaptionHub;
 use crate::asr::engine::Permit;
 use crate::asr::live::{
-    CaptionEvent, DecodeKind, DecodeRequest, Hypothesis, LiveConfig, LiveTranscriber,
+    CaptionEvent, DecodeKind, DecodeRequest, FinalSegment, Hypothesis, LiveConfig, LiveTranscriber,
 };
 use crate::media::sink::{SheddingSender, TranscriptionInput};
 use crate::store::{Segment, Store, TranscriptStatus};
@@ -216,19 +216,25 @@ impl CallTranscription {
                     }
                 }
                 Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    // Final latency: end of the utterance's audio to its text.
+                    let finals_before = self.live.finals_emitted();
+                    self.live.handle_result(id, result);
+                    // Final latency: end of the final's audio to its text
+                    // (once per decode that produced finals).
                     if let Some((track, end_ms)) = final_ends.remove(&id) {
-                        if let Some(l) = self.latency(track, end_ms) {
-                            self.metrics.final_latency.observe(l);
+                        if self.live.finals_emitted() > finals_before {
+                            if let Some(l) = self.latency(track, end_ms) {
+                                self.metrics.final_latency.observe(l);
+                            }
                         }
                     }
-                    self.live.handle_result(id, result);
                 }
                 else => {}
             }
             while let Some(track) = self.live.poll_partial_ready() {
                 let slot = self.engine.reserve(DecodeKind::Partial);
-                slots.push(Box::pin(async move { (slot.await, Pending::Partial(track)) }));
+                slots.push(Box::pin(
+                    async move { (slot.await, Pending::Partial(track)) },
+                ));
             }
             while let Some(req) = self.live.poll_request() {
                 if req.kind == DecodeKind::Final {
@@ -239,10 +245,18 @@ impl CallTranscription {
                 slots.push(Box::pin(async move { (slot.await, Pending::Final(req)) }));
             }
             while let Some(mut event) = self.live.poll_event() {
-                if let CaptionEvent::Final(f) = &mut event {
-                    if redact {
-                        f.text = crate::asr::redact::redact(&f.text).text;
+                // Partials too: agents must not see live what is kept from them after.
+                if redact {
+                    match &mut event {
+                        CaptionEvent::Final(FinalSegment { text, .. }) => {
+                            *text = crate::asr::redact::redact(text).text;
+                        }
+                        CaptionEvent::Partial { text, .. } => {
+                            *text = crate::asr::redact::redact_tentative(text);
+                        }
                     }
+                }
+                if let CaptionEvent::Final(f) = &mut event {
                     if let Some(t) = &transcript {
                         let seg = Segment {
                             track: f.track.as_str().to_string(),

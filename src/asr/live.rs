@@ -260,6 +260,8 @@ pub struct LiveTranscriber {
     outstanding: Vec<Outstanding>,
     /// Tracks that became ready for a partial, oldest first.
     ready: VecDeque<Track>,
+    /// Final segments emitted so far.
+    finals_emitted: u64,
 }
 
 fn ms_to_samples(ms: u64) -> u64 {
@@ -280,6 +282,7 @@ impl LiveTranscriber {
             events: VecDeque::new(),
             outstanding: Vec::new(),
             ready: VecDeque::new(),
+            finals_emitted: 0,
         }
     }
 
@@ -369,8 +372,7 @@ impl LiveTranscriber {
                 }
                 let last_speech = if speech { frame_end } else { last_speech };
                 t.utterance = Some((start, last_speech));
-                let too_long =
-                    frame_end - t.window_start >= ms_to_samples(config.max_utterance_ms);
+                let too_long = frame_end - t.window_start >= ms_to_samples(config.max_utterance_ms);
                 if t.silence_run >= ms_to_samples(config.end_silence_ms) || too_long {
                     // Keep some trailing silence: word endings (an "s" on
                     // the phone) fade below the VAD's threshold.
@@ -608,6 +610,7 @@ impl LiveTranscriber {
                 continue;
             }
             let (from, to) = (h.start_ms.min(len_ms), h.end_ms.min(len_ms));
+            self.finals_emitted += 1;
             self.events.push_back(CaptionEvent::Final(FinalSegment {
                 track,
                 start_ms: start_ms + from,
@@ -616,6 +619,12 @@ impl LiveTranscriber {
                 confidence: h.confidence,
             }));
         }
+    }
+
+    /// Final segments emitted since the start (to tell which decodes
+    /// produced finals: a commit that is not confirmed produces none).
+    pub fn finals_emitted(&self) -> u64 {
+        self.finals_emitted
     }
 
     pub fn poll_event(&mut self) -> Option<CaptionEvent> {
@@ -1040,7 +1049,9 @@ mod tests {
         feed_busy(&mut lt, Track::Caller, &pattern(10, 100, 0), 0);
         assert_eq!(lt.poll_partial_ready(), Some(Track::Caller));
         assert_eq!(lt.poll_partial_ready(), None, "one partial at a time");
-        let req = lt.take_partial(Track::Caller).expect("utterance still open");
+        let req = lt
+            .take_partial(Track::Caller)
+            .expect("utterance still open");
         // All 2.2 s there are (from onset minus pre-roll), not the 0.7 s
         // there were when the track became ready.
         let ms = req.audio.len() as u64 / 16;
@@ -1086,8 +1097,14 @@ mod tests {
             ]
         };
         lt.handle_result(p1.id, hyp(said()));
-        assert!(matches!(lt.poll_event(), Some(CaptionEvent::Partial { .. })));
-        assert!(finals(drain_requests(&mut lt)).is_empty(), "nothing agreed yet");
+        assert!(matches!(
+            lt.poll_event(),
+            Some(CaptionEvent::Partial { .. })
+        ));
+        assert!(
+            finals(drain_requests(&mut lt)).is_empty(),
+            "nothing agreed yet"
+        );
 
         feed(&mut lt, Track::Caller, &[true; 40], 110);
         let p2 = next_partial(&mut lt, Track::Caller);
@@ -1102,7 +1119,10 @@ mod tests {
         assert_eq!(check[0].start_ms, 0);
         let cut = check[0].audio.len() as u64 / 16;
         assert!((1_450..=1_750).contains(&cut), "{cut}");
-        assert!(matches!(lt.poll_event(), Some(CaptionEvent::Partial { .. })));
+        assert!(matches!(
+            lt.poll_event(),
+            Some(CaptionEvent::Partial { .. })
+        ));
 
         // The confirming decode agrees (punctuation and case aside).
         lt.handle_result(
@@ -1176,8 +1196,9 @@ mod tests {
                 words: Vec::new(),
             }]),
         );
-        assert!(!std::iter::from_fn(|| lt.poll_event())
-            .any(|e| matches!(e, CaptionEvent::Final(_))));
+        assert!(
+            !std::iter::from_fn(|| lt.poll_event()).any(|e| matches!(e, CaptionEvent::Final(_)))
+        );
         // The window did not move: the next partial still starts at 0.
         feed(&mut lt, Track::Agent, &[true; 40], 140);
         let p3 = next_partial(&mut lt, Track::Agent);

@@ -62,6 +62,48 @@ pub struct Redacted {
     pub kinds: Vec<PiiKind>,
 }
 
+/// Redaction for tentative (partial) text: [`redact`], then any remaining
+/// run of three or more digits (with the separators numbers are written
+/// with) becomes `[NUMBER]`. A partial often holds half a card or phone
+/// number, which no rule can recognise yet; it is shown for a second and
+/// then replaced, so hiding every longer number is the safe trade.
+pub fn redact_tentative(text: &str) -> String {
+    let redacted = redact(text).text;
+    let mut out = String::with_capacity(redacted.len());
+    let chars: Vec<char> = redacted.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // The run: digits joined by single separators.
+        let (start, mut end, mut digits) = (i, i, 0);
+        let mut j = i;
+        while j < chars.len() {
+            if chars[j].is_ascii_digit() {
+                digits += 1;
+                j += 1;
+                end = j;
+            } else if matches!(chars[j], ' ' | '-' | '.' | ',' | '(' | ')')
+                && chars.get(j + 1).is_some_and(|c| c.is_ascii_digit())
+            {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        if digits >= 3 {
+            out.push_str("[NUMBER]");
+        } else {
+            out.extend(&chars[start..end]);
+        }
+        i = end;
+    }
+    out
+}
+
 /// Replaces card numbers, phone numbers, e-mail addresses and SSNs in `text`
 /// with `[CARD]`, `[PHONE]`, `[EMAIL]` and `[SSN]`.
 pub fn redact(text: &str) -> Redacted {
@@ -1152,5 +1194,20 @@ mod tests {
         let out = redact(&line);
         assert_eq!(out.kinds.len(), 2_000);
         assert!(!out.text.contains("4567"));
+    }
+
+    #[test]
+    fn tentative_text_hides_every_longer_number() {
+        assert_eq!(
+            redact_tentative("call me back on 415 555 501"),
+            "call me back on [NUMBER]"
+        );
+        assert_eq!(redact_tentative("it's 4111-11"), "it's [NUMBER]");
+        assert_eq!(redact_tentative("call 555-123-4567."), "call [PHONE].");
+        assert_eq!(
+            redact_tentative("I have 2 kids, 10 dogs"),
+            "I have 2 kids, 10 dogs"
+        );
+        assert_eq!(redact_tentative("à 12 h, ok 123"), "à 12 h, ok [NUMBER]");
     }
 }
