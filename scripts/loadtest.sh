@@ -3,7 +3,8 @@
 # machine. Prints the loadgen's JSON report with the gateway's CPU time added
 # (cpu_s; cpu_ms_per_stream_second = CPU ms the gateway spent per second of
 # one stream's audio).
-# Usage: [RAMP=SECS] scripts/loadtest.sh STREAMS [DURATION_SECS] [extra serve args...]
+# Usage: [RAMP=SECS] [TURNS=1] scripts/loadtest.sh STREAMS [DURATION_SECS] [extra serve args...]
+# TURNS=1: caller and agent take turns (a conversation) instead of double talk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 streams=${1:-100}
@@ -26,7 +27,7 @@ cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 before=$(cpu)
 report=$("$bin" loadgen --url "ws://127.0.0.1:$port/v1/providers/twilio/stream" \
   --account-sid "$sid" --auth-token "$token" --streams "$streams" --duration "$duration" \
-  --audio media-fixtures/jfk.wav --ramp "${RAMP:-5}")
+  --audio media-fixtures/jfk.wav --ramp "${RAMP:-5}" ${TURNS:+--turns})
 after=$(cpu)
 python3 - "$report" "$before" "$after" "$ticks" "$streams" "$duration" <<'PY'
 import json, sys

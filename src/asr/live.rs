@@ -42,6 +42,9 @@ use crate::media::{PcmChunk, Track, WidebandChunk};
 const VAD_FRAME: usize = 160;
 /// Silence kept after the last speech frame of an utterance.
 const TAIL_MS: u64 = 300;
+/// A partial whose audio ran this far past the last speech heard all of
+/// the utterance: its text is the final, with no second decode.
+const REUSE_MARGIN_MS: u64 = 100;
 /// Shortest silence inside an utterance that a commit may cut in.
 const PAUSE_MS: u64 = 100;
 /// How far from a pause Whisper's estimate of a word boundary may be.
@@ -159,7 +162,10 @@ struct TrackState {
     wide: Vec<f32>,
     wide_base: u64,
     /// Utterances closed, waiting for their wideband audio to arrive.
-    closing: VecDeque<(u64, u64)>,
+    closing: VecDeque<Closing>,
+    /// The last partial of the open window: where its audio ended and what
+    /// it heard. When it heard all the speech, it is the utterance's final.
+    heard: Option<(u64, Vec<Hypothesis>)>,
     /// The partial request in flight, if any.
     partial_in_flight: Option<u64>,
     /// Partial result arrived for this utterance generation only.
@@ -184,6 +190,7 @@ impl TrackState {
             wide: Vec::new(),
             wide_base: 0,
             closing: VecDeque::new(),
+            heard: None,
             partial_in_flight: None,
             generation: 0,
         }
@@ -194,6 +201,22 @@ impl TrackState {
         (self.wide_base + self.wide.len() as u64) / 2
     }
 
+    /// Closes the open window at `end`; `last_speech` decides whether the
+    /// last partial heard it all.
+    fn close(&mut self, end: u64, last_speech: u64) {
+        let reuse = self
+            .heard
+            .take()
+            .filter(|(upto, _)| *upto >= last_speech + ms_to_samples(REUSE_MARGIN_MS))
+            .map(|(_, hyps)| hyps);
+        self.partial_ready = false;
+        self.closing.push_back(Closing {
+            start: self.window_start,
+            end,
+            reuse,
+        });
+    }
+
     fn open_utterance(&mut self, start: u64, last_speech: u64) {
         self.utterance = Some((start, last_speech));
         self.window_start = start;
@@ -201,6 +224,7 @@ impl TrackState {
         self.last_words.clear();
         self.pauses.clear();
         self.verifying = None;
+        self.heard = None;
         self.generation += 1;
     }
 
@@ -223,7 +247,7 @@ impl TrackState {
     /// Forgets wideband audio no request can need any more.
     fn trim(&mut self, pre_roll: u64) {
         let keep_from_8k = match (self.utterance, self.closing.front()) {
-            (_, Some((start, _))) => *start,
+            (_, Some(c)) => c.start,
             (Some(_), None) => self.window_start,
             (None, None) => self.vad_pos.saturating_sub(pre_roll),
         };
@@ -234,6 +258,14 @@ impl TrackState {
             self.wide_base += n as u64;
         }
     }
+}
+
+/// An utterance (the part not committed yet) waiting for its final.
+struct Closing {
+    start: u64,
+    end: u64,
+    /// The final's text from the last partial, when it heard everything.
+    reuse: Option<Vec<Hypothesis>>,
 }
 
 /// A request handed out: enough to place its answer.
@@ -382,8 +414,7 @@ impl LiveTranscriber {
                         (last_speech + ms_to_samples(TAIL_MS)).min(frame_end)
                     };
                     t.utterance = None;
-                    t.partial_ready = false;
-                    t.closing.push_back((t.window_start, end));
+                    t.close(end, last_speech);
                     if too_long && speech {
                         // Speech goes on: the next utterance starts here.
                         t.open_utterance(end, frame_end);
@@ -445,30 +476,39 @@ impl LiveTranscriber {
     /// Issues finals for closed utterances whose audio has fully arrived
     /// (`force` at the end of the call: whatever is there).
     fn flush_closing_inner(&mut self, track: Track, force: bool) {
-        let t = &mut self.tracks[track.index()];
-        while let Some(&(start, end)) = t.closing.front() {
-            if !force && t.wide_end_8k() < end {
+        loop {
+            let t = &mut self.tracks[track.index()];
+            let Some(c) = t.closing.front() else { break };
+            if !force && c.reuse.is_none() && t.wide_end_8k() < c.end {
                 break;
             }
-            t.closing.pop_front();
-            let id = self.next_id;
-            self.next_id += 1;
+            let Some(Closing { start, end, reuse }) = t.closing.pop_front() else {
+                break;
+            };
             // Anything still running for this track is now stale.
             t.partial_in_flight = None;
+            let (start_ms, len_ms) = (samples_to_ms(start), samples_to_ms(end.saturating_sub(start)));
+            if let Some(hyps) = reuse {
+                self.push_finals(track, start_ms, len_ms, hyps);
+                continue;
+            }
+            let audio = t.wide_slice(start, end);
+            let id = self.next_id;
+            self.next_id += 1;
             self.outstanding.push(Outstanding {
                 id,
                 track,
                 kind: DecodeKind::Final,
-                start_ms: samples_to_ms(start),
-                len_ms: samples_to_ms(end.saturating_sub(start)),
+                start_ms,
+                len_ms,
                 generation: 0,
             });
             self.requests.push_back(DecodeRequest {
                 id,
                 track,
                 kind: DecodeKind::Final,
-                start_ms: samples_to_ms(start),
-                audio: t.wide_slice(start, end),
+                start_ms,
+                audio,
             });
         }
     }
@@ -483,8 +523,7 @@ impl LiveTranscriber {
             let t = &mut self.tracks[track.index()];
             if let Some((_, last_speech)) = t.utterance.take() {
                 let end = (last_speech + ms_to_samples(TAIL_MS)).min(t.vad_pos.max(last_speech));
-                t.partial_ready = false;
-                t.closing.push_back((t.window_start, end));
+                t.close(end, last_speech);
             }
             self.flush_closing_inner(track, true);
         }
@@ -534,6 +573,7 @@ impl LiveTranscriber {
                     return;
                 }
                 let Some(hyps) = result else { return };
+                t.heard = Some((ms_to_samples(start_ms + len_ms), hyps.clone()));
                 let proposal =
                     local_agreement(&mut t.last_words, &hyps, start_ms, len_ms, &t.pauses);
                 let min_cut = t.window_start + ms_to_samples(self.config.min_commit_ms);
@@ -589,6 +629,7 @@ impl LiveTranscriber {
                         }
                         t.window_start = cut;
                         t.last_words.clear();
+                        t.heard = None;
                         t.pauses.retain(|(from, _)| *from > cut);
                         // The partial in flight decodes the old window.
                         t.partial_in_flight = None;
@@ -1210,5 +1251,41 @@ mod tests {
         }
         lt.handle_result(p3.id, h);
         assert!(finals(drain_requests(&mut lt)).is_empty());
+    }
+
+    #[test]
+    fn a_partial_that_heard_the_whole_utterance_is_its_final() {
+        let mut lt = Driven::new(LiveConfig::default());
+        let text = |t: &str| {
+            Some(vec![Hypothesis {
+                start_ms: 0,
+                end_ms: 900,
+                text: t.into(),
+                confidence: Some(0.9),
+                words: Vec::new(),
+            }])
+        };
+        // 1 s of speech; the first partial (0.7 s) is answered at once.
+        feed(&mut lt, Track::Caller, &[true; 50], 0);
+        let p1 = next_partial(&mut lt, Track::Caller);
+        lt.handle_result(p1.id, text("hello"));
+        // In the silence after it, a second partial hears all of the speech.
+        feed(&mut lt, Track::Caller, &[false; 20], 50);
+        let p2 = next_partial(&mut lt, Track::Caller);
+        assert!(p2.audio.len() / 16 >= 1_100);
+        lt.handle_result(p2.id, text("hello there"));
+        feed(&mut lt, Track::Caller, &[false; 30], 70);
+        assert!(
+            finals(drain_requests(&mut lt)).is_empty(),
+            "no second decode of the same audio"
+        );
+        let finals: Vec<_> = std::iter::from_fn(|| lt.poll_event())
+            .filter_map(|e| match e {
+                CaptionEvent::Final(f) => Some(f.text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(finals, ["hello there"]);
+        assert!(lt.is_idle());
     }
 }

@@ -53,6 +53,12 @@ pub struct Options {
     /// Seconds over which stream starts are spread.
     #[arg(long, default_value_t = 5.0)]
     pub ramp: f64,
+    /// Conversation instead of double talk: the caller plays the audio once
+    /// while the agent sends silence, then the other way round, and so on.
+    /// Without it both tracks play the audio all the time (the agent half a
+    /// loop later), the worst case for live transcription.
+    #[arg(long)]
+    pub turns: bool,
 }
 
 /// What one run measured; printed as one JSON object.
@@ -142,6 +148,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             start_at: started
                 + Duration::from_secs_f64(opts.ramp * i as f64 / opts.streams as f64)
                 + Duration::from_micros((i as u64 * 20_000 / opts.streams as u64) % 20_000),
+            turns: opts.turns,
         };
         let frames = frames.clone();
         let sent = sent.clone();
@@ -220,6 +227,7 @@ struct StreamSpec {
     index: usize,
     frame_count: usize,
     start_at: Instant,
+    turns: bool,
 }
 
 async fn run_stream(
@@ -261,8 +269,12 @@ async fn run_stream(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     // A late loop sends the missed frames at once, like a bunching provider.
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    // The agent track plays the same audio half a loop later.
-    let offset = frames.len() / 2;
+    // The agent track plays the same audio half a loop later, or (turns)
+    // only while the caller is silent.
+    let n = frames.len().max(1);
+    let offset = n / 2;
+    // μ-law silence.
+    let silence = base64::engine::general_purpose::STANDARD.encode([0xFFu8; 160]);
     let first_tick = Instant::now();
     for chunk in 0..spec.frame_count {
         tick.tick().await;
@@ -275,10 +287,17 @@ async fn run_stream(
             .max_lag_us
             .fetch_max(lag.as_micros() as u64, Ordering::Relaxed);
         let timestamp = chunk as u64 * 20;
+        let caller_turn = (chunk / n) % 2 == 0;
         for (track, pos) in [
             (StreamTrack::Inbound, chunk),
             (StreamTrack::Outbound, chunk + offset),
         ] {
+            let payload = match (spec.turns, track) {
+                (false, _) => &frames[pos % n],
+                (true, StreamTrack::Inbound) if caller_turn => &frames[chunk % n],
+                (true, StreamTrack::Outbound) if !caller_turn => &frames[chunk % n],
+                (true, _) => &silence,
+            };
             text.clear();
             frames::media(
                 &mut text,
@@ -287,7 +306,7 @@ async fn run_stream(
                 track,
                 chunk as u64 + 1,
                 timestamp,
-                &frames[pos % frames.len()],
+                payload,
             );
             seq += 1;
             ws.feed(Message::text(text.as_str())).await?;
