@@ -57,6 +57,13 @@ pub struct LiveConfig {
     pub partial_interval_ms: u64,
     /// Trailing silence that ends an utterance.
     pub end_silence_ms: u64,
+    /// Past this much uncommitted speech, a shorter pause
+    /// (`long_end_silence_ms`) ends the utterance: long finals cost more
+    /// (the encoder's attention grows with the square of the audio) and
+    /// wait longer, and a pause beats a cut at `max_utterance_ms`, which
+    /// may fall inside a word.
+    pub soft_utterance_ms: u64,
+    pub long_end_silence_ms: u64,
     /// Longest utterance before a final is forced.
     pub max_utterance_ms: u64,
     /// Audio kept before the first speech frame (onsets are soft).
@@ -73,6 +80,8 @@ impl Default for LiveConfig {
         Self {
             partial_interval_ms: 700,
             end_silence_ms: 600,
+            soft_utterance_ms: 6_000,
+            long_end_silence_ms: 200,
             max_utterance_ms: 15_000,
             pre_roll_ms: 200,
             min_speech_ms: 60,
@@ -405,7 +414,13 @@ impl LiveTranscriber {
                 let last_speech = if speech { frame_end } else { last_speech };
                 t.utterance = Some((start, last_speech));
                 let too_long = frame_end - t.window_start >= ms_to_samples(config.max_utterance_ms);
-                if t.silence_run >= ms_to_samples(config.end_silence_ms) || too_long {
+                let long = frame_end - t.window_start >= ms_to_samples(config.soft_utterance_ms);
+                let end_silence = if long {
+                    config.long_end_silence_ms.min(config.end_silence_ms)
+                } else {
+                    config.end_silence_ms
+                };
+                if t.silence_run >= ms_to_samples(end_silence) || too_long {
                     // Keep some trailing silence: word endings (an "s" on
                     // the phone) fade below the VAD's threshold.
                     let end = if too_long {
@@ -487,7 +502,10 @@ impl LiveTranscriber {
             };
             // Anything still running for this track is now stale.
             t.partial_in_flight = None;
-            let (start_ms, len_ms) = (samples_to_ms(start), samples_to_ms(end.saturating_sub(start)));
+            let (start_ms, len_ms) = (
+                samples_to_ms(start),
+                samples_to_ms(end.saturating_sub(start)),
+            );
             if let Some(hyps) = reuse {
                 self.push_finals(track, start_ms, len_ms, hyps);
                 continue;
@@ -1287,5 +1305,23 @@ mod tests {
             .collect();
         assert_eq!(finals, ["hello there"]);
         assert!(lt.is_idle());
+    }
+
+    #[test]
+    fn a_long_utterance_ends_at_a_shorter_pause() {
+        let mut lt = Driven::new(LiveConfig::default());
+        // 3 s of speech, a 400 ms pause: too short to end an utterance.
+        let mut p = vec![true; 150];
+        p.extend([false; 20]);
+        // 4 s more, then the same pause: past 6 s, it ends the utterance.
+        p.extend([true; 200]);
+        p.extend([false; 20]);
+        p.extend([true; 50]);
+        feed(&mut lt, Track::Caller, &p, 0);
+        let fin = finals(drain_requests(&mut lt));
+        assert_eq!(fin.len(), 1, "one final, at the second pause");
+        let end_ms = fin[0].start_ms + fin[0].audio.len() as u64 / 16;
+        // Speech ended at 7.4 s; the final keeps a little of the pause.
+        assert!((7_400..=7_800).contains(&end_ms), "{end_ms}");
     }
 }
