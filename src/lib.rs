@@ -13,6 +13,7 @@ pub mod config;
 pub mod loadgen;
 pub mod media;
 pub mod metrics;
+pub mod phone;
 pub mod providers;
 pub mod secret;
 pub mod store;

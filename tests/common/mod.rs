@@ -1,6 +1,8 @@
 //! A real gateway on 127.0.0.1 with a tenant, and a Twilio-like client.
 #![allow(dead_code)]
 
+pub mod mock_twilio;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
