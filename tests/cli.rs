@@ -55,11 +55,18 @@ fn tenant_create_prints_one_json_object_with_a_working_key() {
 
     // Settings: shown, then changed.
     let tenant = v["tenant_id"].as_str().unwrap();
+    let settings = |out: std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
     let out = callstream(&["tenant", "settings", tenant, "--data-dir", data]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        r#"{"pii_redaction":false}"#
-    );
+    let shown = settings(out);
+    assert_eq!(shown["pii_redaction"], false);
+    assert_eq!(shown["record_calls"], true);
     let out = callstream(&[
         "tenant",
         "settings",
@@ -69,10 +76,12 @@ fn tenant_create_prints_one_json_object_with_a_working_key() {
         "--pii-redaction",
         "true",
     ]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        r#"{"pii_redaction":true}"#
-    );
+    let changed = settings(out);
+    assert_eq!(changed["pii_redaction"], true);
+    // Only that switch changed.
+    let mut expected = shown.clone();
+    expected["pii_redaction"] = true.into();
+    assert_eq!(changed, expected);
     assert!(
         !callstream(&["tenant", "settings", "nope", "--data-dir", data])
             .status

@@ -110,6 +110,9 @@ impl Fixture {
 fn example_body(route: &Route) -> Option<serde_json::Value> {
     match (route.method.as_str(), route.path) {
         ("POST", "/v1/calls/{id}/stream/messages") => Some(serde_json::json!({"type": "clear"})),
+        ("PUT", "/v1/settings/telephony") => {
+            Some(serde_json::to_value(callstream::store::TenantSettings::default()).unwrap())
+        }
         ("POST" | "PUT" | "PATCH", _) => Some(serde_json::json!({})),
         _ => None,
     }

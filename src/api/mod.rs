@@ -7,6 +7,7 @@ mod captions;
 mod error;
 pub mod rbac;
 pub mod routes;
+mod settings;
 pub mod stream;
 pub mod transcription;
 mod twilio_auth;
