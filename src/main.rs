@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Manage a tenant's users and their API keys.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Issue a short-lived per-call stream token (for `<Parameter name="token">`).
     StreamToken {
         #[command(flatten)]
@@ -107,6 +112,34 @@ enum TenantCommand {
         #[arg(long)]
         twilio_auth_token: Option<Secret>,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user with a role and their first API key; prints one JSON
+    /// object (`user_id`, `api_key`, …). The key is shown once and stored
+    /// hashed.
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The tenant the user belongs to.
+        #[arg(long)]
+        tenant: String,
+        /// admin, supervisor or agent (what each may do: README, "Roles").
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Display name (default: the role).
+        #[arg(long)]
+        name: Option<String>,
+        /// E-mail, unique within the tenant.
+        #[arg(long)]
+        email: Option<String>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+        .map_err(|_| format!("unknown role `{s}`: use admin, supervisor or agent"))
 }
 
 #[derive(Args)]
@@ -184,16 +217,17 @@ async fn main() -> anyhow::Result<()> {
             };
             let store = Store::connect(&cfg.database_url()).await?;
             let tenant = store.create_tenant(&name, twilio).await?;
-            let key = store
-                .create_api_key(&tenant.id, "admin", Role::Admin)
+            let admin = store
+                .create_user(&tenant.id, "admin", None, Role::Admin)
                 .await?;
             let out = serde_json::json!({
                 "tenant_id": tenant.id,
                 "name": tenant.name,
                 "twilio_account_sid": tenant.twilio_account_sid,
-                "api_key": key.plaintext.expose(),
-                "api_key_id": key.key.id,
-                "role": key.key.role,
+                "user_id": admin.user.id,
+                "api_key": admin.key.plaintext.expose(),
+                "api_key_id": admin.key.key.id,
+                "role": admin.user.role,
             });
             println!("{out}");
             store.close().await;
@@ -220,6 +254,19 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&settings)?);
             store.close().await;
             Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    config,
+                    tenant,
+                    role,
+                    name,
+                    email,
+                },
+        } => {
+            let cfg = config.load(Overrides::default())?;
+            user_create(&cfg, &tenant, role, name, email).await
         }
         Command::StreamToken {
             config,
@@ -283,6 +330,52 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `callstream user create`: validates, then writes the user and their key
+/// in one transaction.
+async fn user_create(
+    cfg: &Config,
+    tenant: &str,
+    role: Role,
+    name: Option<String>,
+    email: Option<String>,
+) -> anyhow::Result<()> {
+    let name = name.unwrap_or_else(|| role.as_str().to_string());
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        bail!("--name must be 1 to 200 characters");
+    }
+    if let Some(email) = &email {
+        let valid = email.len() <= 254
+            && !email.chars().any(char::is_whitespace)
+            && email
+                .split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+        if !valid {
+            bail!("--email must look like name@example.com");
+        }
+    }
+    let store = Store::connect(&cfg.database_url()).await?;
+    let created = store
+        .create_user(tenant, name, email.as_deref(), role)
+        .await;
+    store.close().await;
+    let new = match created {
+        Err(callstream::store::StoreError::NotFound) => bail!("unknown tenant `{tenant}`"),
+        other => other?,
+    };
+    let out = serde_json::json!({
+        "tenant_id": new.user.tenant_id,
+        "user_id": new.user.id,
+        "name": new.user.name,
+        "email": new.user.email,
+        "role": new.user.role,
+        "api_key": new.key.plaintext.expose(),
+        "api_key_id": new.key.key.id,
+    });
+    println!("{out}");
+    Ok(())
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {

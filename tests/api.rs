@@ -139,3 +139,129 @@ async fn oversized_and_malformed_json_bodies_are_refused() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["code"], "bad_request");
 }
+
+#[tokio::test]
+async fn telephony_settings_round_trip_and_bad_documents_change_nothing() {
+    let f = fixture().await;
+    let store = &f.state.store;
+    let tenant = store
+        .authenticate_api_key(&f.key)
+        .await
+        .unwrap()
+        .unwrap()
+        .tenant_id;
+    let admin = store
+        .create_user(&tenant, "Ada", None, Role::Admin)
+        .await
+        .unwrap();
+    let admin = admin.key.plaintext.expose();
+    let other = store.create_tenant("Other", None).await.unwrap();
+    let other_admin = store
+        .create_user(&other.id, "Oz", None, Role::Admin)
+        .await
+        .unwrap();
+    let put = |body: String| {
+        Request::put("/v1/settings/telephony")
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+
+    let (status, _, body) = send(&f.state, get("/v1/settings/telephony", Some(admin))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let defaults: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(defaults["record_calls"], true);
+    assert_eq!(
+        defaults["quotas"]["max_concurrent_streams"],
+        serde_json::Value::Null
+    );
+
+    let mut wanted = defaults.clone();
+    wanted["pii_redaction"] = true.into();
+    wanted["record_calls"] = false.into();
+    wanted["retention_days"] = 90.into();
+    wanted["consent_announcement"] = "This call may be recorded for quality.".into();
+    wanted["quotas"]["max_concurrent_streams"] = 20.into();
+    wanted["quotas"]["monthly_transcription_minutes"] = 50_000.into();
+    let (status, _, body) = send(&f.state, put(wanted.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        wanted
+    );
+    let (_, _, body) = send(&f.state, get("/v1/settings/telephony", Some(admin))).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        wanted
+    );
+    // What live transcription reads (the PII switch) sees the change.
+    assert!(store.tenant_settings(&tenant).await.unwrap().pii_redaction);
+
+    // Each bad document: 400 naming the problem, nothing written.
+    let mut missing = wanted.clone();
+    missing.as_object_mut().unwrap().remove("transcribe_live");
+    let mut unknown = wanted.clone();
+    unknown["record_video"] = true.into();
+    let mut unknown_quota = wanted.clone();
+    unknown_quota["quotas"]["max_agents"] = 3.into();
+    let mut wrong_type = wanted.clone();
+    wrong_type["retention_days"] = "ninety".into();
+    let mut negative = wanted.clone();
+    negative["quotas"]["monthly_recording_minutes"] = (-1).into();
+    let mut zero_days = wanted.clone();
+    zero_days["retention_days"] = 0.into();
+    let mut blank = wanted.clone();
+    blank["consent_announcement"] = " ".into();
+    let mut quotas_array = wanted.clone();
+    quotas_array["quotas"] = serde_json::json!([]);
+    let mut long = wanted.clone();
+    long["consent_announcement"] = "a".repeat(1001).into();
+    for (body, says) in [
+        (missing.to_string(), "transcribe_live"),
+        (unknown.to_string(), "record_video"),
+        (unknown_quota.to_string(), "max_agents"),
+        (wrong_type.to_string(), "invalid type"),
+        (negative.to_string(), "invalid value"),
+        (zero_days.to_string(), "retention_days"),
+        (blank.to_string(), "consent_announcement"),
+        (long.to_string(), "consent_announcement"),
+        ("{\"pii_redaction\": tru".to_string(), ""),
+        ("[]".to_string(), "JSON object"),
+        (quotas_array.to_string(), "`quotas` must be a JSON object"),
+    ] {
+        let (status, _, resp) = send(&f.state, put(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {resp}");
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        assert_eq!(v["error"]["code"], "bad_request", "{resp}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(says),
+            "{resp}"
+        );
+    }
+    let (_, _, body) = send(&f.state, get("/v1/settings/telephony", Some(admin))).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        wanted
+    );
+
+    // Another tenant's settings are its own.
+    let (_, _, body) = send(
+        &f.state,
+        get(
+            "/v1/settings/telephony",
+            Some(other_admin.key.plaintext.expose()),
+        ),
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        defaults
+    );
+
+    // The fixture's agent may not read them; the 403 names the permission.
+    let (status, _, body) = send(&f.state, get("/v1/settings/telephony", Some(&f.key))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["permission"], "SETTINGS_READ");
+}

@@ -55,11 +55,18 @@ fn tenant_create_prints_one_json_object_with_a_working_key() {
 
     // Settings: shown, then changed.
     let tenant = v["tenant_id"].as_str().unwrap();
+    let settings = |out: std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
     let out = callstream(&["tenant", "settings", tenant, "--data-dir", data]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        r#"{"pii_redaction":false}"#
-    );
+    let shown = settings(out);
+    assert_eq!(shown["pii_redaction"], false);
+    assert_eq!(shown["record_calls"], true);
     let out = callstream(&[
         "tenant",
         "settings",
@@ -69,10 +76,12 @@ fn tenant_create_prints_one_json_object_with_a_working_key() {
         "--pii-redaction",
         "true",
     ]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        r#"{"pii_redaction":true}"#
-    );
+    let changed = settings(out);
+    assert_eq!(changed["pii_redaction"], true);
+    // Only that switch changed.
+    let mut expected = shown.clone();
+    expected["pii_redaction"] = true.into();
+    assert_eq!(changed, expected);
     assert!(
         !callstream(&["tenant", "settings", "nope", "--data-dir", data])
             .status
@@ -83,6 +92,127 @@ fn tenant_create_prints_one_json_object_with_a_working_key() {
     let again = create_tenant(data, "Other");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already belongs"));
+}
+
+#[tokio::test]
+async fn user_create_prints_a_key_acting_with_the_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = create_tenant(data, "Acme");
+    assert!(out.status.success());
+    let tenant: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenant_id = tenant["tenant_id"].as_str().unwrap();
+    // The first admin key belongs to an admin user.
+    assert!(tenant["user_id"].as_str().unwrap().len() >= 32);
+    assert_eq!(tenant["role"], "admin");
+
+    let out = callstream(&[
+        "user",
+        "create",
+        "--data-dir",
+        data,
+        "--tenant",
+        tenant_id,
+        "--role",
+        "agent",
+        "--name",
+        "Ann Agent",
+        "--email",
+        "Ann@Example.com",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["tenant_id"], tenant_id);
+    assert_eq!(v["role"], "agent");
+    assert_eq!(v["name"], "Ann Agent");
+    assert_eq!(v["email"], "ann@example.com");
+    let user_id = v["user_id"].as_str().unwrap();
+    let key = v["api_key"].as_str().unwrap();
+    assert!(key.starts_with("csk_"));
+    // Stored hashed only; the key authenticates as that user, as an agent.
+    let db_path = dir.path().join("callstream.db");
+    let db = std::fs::read(&db_path).unwrap();
+    assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
+    let store = callstream::store::Store::connect(&format!("sqlite://{}", db_path.display()))
+        .await
+        .unwrap();
+    let who = store.authenticate_api_key(key).await.unwrap().unwrap();
+    assert_eq!(
+        (who.tenant_id.as_str(), who.user_id.as_str(), who.role),
+        (tenant_id, user_id, callstream::store::Role::Agent)
+    );
+    store.close().await;
+
+    // Without --name the user is named after the role.
+    let out = callstream(&[
+        "user",
+        "create",
+        "--data-dir",
+        data,
+        "--tenant",
+        tenant_id,
+        "--role",
+        "supervisor",
+    ]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["name"].as_str(), v["role"].as_str()),
+        (Some("supervisor"), Some("supervisor"))
+    );
+
+    // Refusals: clear message, non-zero exit, nothing printed on stdout.
+    for (args, says) in [
+        (
+            vec!["--tenant", tenant_id, "--role", "owner"],
+            "use admin, supervisor or agent",
+        ),
+        (
+            vec!["--tenant", "no-such-tenant", "--role", "agent"],
+            "unknown tenant `no-such-tenant`",
+        ),
+        (
+            vec![
+                "--tenant",
+                tenant_id,
+                "--role",
+                "agent",
+                "--email",
+                "not-an-email",
+            ],
+            "--email",
+        ),
+        (
+            vec!["--tenant", tenant_id, "--role", "agent", "--name", "  "],
+            "--name",
+        ),
+        (
+            vec![
+                "--tenant",
+                tenant_id,
+                "--role",
+                "agent",
+                "--email",
+                "ann@example.com",
+            ],
+            "already exists",
+        ),
+        (vec!["--role", "agent"], "--tenant"),
+    ] {
+        let mut all = vec!["user", "create", "--data-dir", data];
+        all.extend(&args);
+        let out = callstream(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
 }
 
 #[test]

@@ -13,6 +13,12 @@ pub enum AppError {
     Unauthorized,
     #[error("not allowed")]
     Forbidden,
+    /// The key is valid but its user's role lacks what the route needs.
+    #[error("the {role} role lacks permission {permission}")]
+    MissingPermission {
+        role: crate::store::Role,
+        permission: super::rbac::Permission,
+    },
     #[error("not found")]
     NotFound,
     #[error("{0}")]
@@ -29,7 +35,9 @@ impl AppError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            AppError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            AppError::Forbidden | AppError::MissingPermission { .. } => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
             AppError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -55,7 +63,11 @@ impl IntoResponse for AppError {
         if let AppError::Internal(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
-        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        let mut body =
+            serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        if let AppError::MissingPermission { permission, .. } = &self {
+            body["error"]["permission"] = permission.as_str().into();
+        }
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -5,6 +5,9 @@ mod auth;
 mod calls;
 mod captions;
 mod error;
+pub mod rbac;
+pub mod routes;
+mod settings;
 pub mod stream;
 pub mod transcription;
 mod twilio_auth;
@@ -15,7 +18,6 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::Router;
 
 pub use error::AppError;
@@ -59,21 +61,10 @@ impl AppState {
     }
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application, built from the route table
+/// ([`routes::routes`]) so every route carries its declared access.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/v1/calls", get(calls::list))
-        .route("/v1/calls/{id}", get(calls::get))
-        .route("/v1/calls/{id}/captions", get(captions::captions))
-        .route("/v1/calls/{id}/transcript", get(captions::transcript))
-        .route(
-            "/v1/calls/{id}/stream/messages",
-            axum::routing::post(stream::send_to_stream),
-        )
-        .route("/v1/providers/twilio/stream", get(stream::twilio_upgrade))
-        .merge(ui::router())
+    routes::mount(routes::routes(), &state)
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }

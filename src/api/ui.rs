@@ -10,8 +10,6 @@ use std::sync::OnceLock;
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use sha2::{Digest, Sha256};
 
 use super::AppError;
@@ -36,9 +34,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
 const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self'; \
                    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The page's routes, for `api::app`.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+/// The page's routes on their own, for the tests below (`api::app` mounts
+/// them from the route table).
+#[cfg(test)]
+fn router<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    use axum::routing::get;
+    axum::Router::new()
         .route("/ui/calls/{id}", get(page))
         .route("/ui/assets/{file}", get(asset))
 }
@@ -59,7 +60,7 @@ fn common_headers(content_type: &'static str) -> HeaderMap {
 }
 
 /// The same page for every call: the script reads the id from the path.
-async fn page() -> Response {
+pub(super) async fn page() -> Response {
     let mut h = common_headers("text/html; charset=utf-8");
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -72,7 +73,10 @@ async fn page() -> Response {
 
 /// Assets keep their names across releases, so browsers revalidate each use
 /// (`no-cache`) and get a 304 while the content's hash is unchanged.
-async fn asset(Path(file): Path<String>, request: HeaderMap) -> Result<Response, AppError> {
+pub(super) async fn asset(
+    Path(file): Path<String>,
+    request: HeaderMap,
+) -> Result<Response, AppError> {
     let index = ASSETS
         .iter()
         .position(|(name, ..)| *name == file)

@@ -7,6 +7,7 @@ mod api_keys;
 mod calls;
 mod tenants;
 mod transcripts;
+mod users;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
 pub use calls::{Call, CallLog, CallPage, CallStatus, Direction, StreamCall};
-pub use tenants::{Tenant, TenantSettings, TwilioCredentials};
+pub use tenants::{Quotas, Tenant, TenantSettings, TwilioCredentials};
 pub use transcripts::{Segment, Transcript, TranscriptStatus};
+pub use users::{NewUser, User};
 
 /// Errors from the storage layer. Messages never carry row contents.
 #[derive(Debug, thiserror::Error)]

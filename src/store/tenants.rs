@@ -15,13 +15,101 @@ pub struct Tenant {
 }
 
 /// Per-tenant behaviour switches, stored as JSON so settings can grow
-/// without migrations. Unknown keys in storage are kept out by the API.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// without migrations; rows written before a field existed read its
+/// default. Unknown keys are kept out by [`TenantSettings::validate`]'s
+/// callers (the API parses with `deny_unknown_fields`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantSettings {
     /// Redact card numbers, phone numbers, e-mail and SSN-like numbers from
     /// final transcript text before it is stored or shown.
     pub pii_redaction: bool,
+    /// Record calls (both tracks, encrypted at rest). Default on.
+    pub record_calls: bool,
+    /// Transcribe calls live (captions, finals, summary). Default on.
+    pub transcribe_live: bool,
+    /// Days recordings and transcripts are kept; `None` keeps them.
+    pub retention_days: Option<u32>,
+    /// Said to callers before the call is connected (recording consent);
+    /// `None` says nothing.
+    pub consent_announcement: Option<String>,
+    pub quotas: Quotas,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        Self {
+            pii_redaction: false,
+            record_calls: true,
+            transcribe_live: true,
+            retention_days: None,
+            consent_announcement: None,
+            quotas: Quotas::default(),
+        }
+    }
+}
+
+/// Per-tenant limits; `None` is unlimited, 0 allows nothing.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quotas {
+    /// Media streams open at once.
+    pub max_concurrent_streams: Option<u32>,
+    /// Minutes of audio transcribed per calendar month (UTC), live and batch.
+    pub monthly_transcription_minutes: Option<u32>,
+    /// Minutes of calls recorded per calendar month (UTC).
+    pub monthly_recording_minutes: Option<u32>,
+}
+
+/// Longest retention accepted: ten years.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+/// Longest consent announcement, in characters (a spoken sentence or three).
+pub const MAX_ANNOUNCEMENT_CHARS: usize = 1000;
+/// Largest finite quota accepted; anything larger is a typo (use `null` for
+/// unlimited).
+pub const MAX_QUOTA: u32 = 100_000_000;
+
+impl TenantSettings {
+    /// Checks values a type cannot: ranges and text. The message names the
+    /// field, for a 400 the caller can act on.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(days) = self.retention_days {
+            if !(1..=MAX_RETENTION_DAYS).contains(&days) {
+                return Err(format!(
+                    "retention_days must be between 1 and {MAX_RETENTION_DAYS} (or null to keep everything)"
+                ));
+            }
+        }
+        if let Some(text) = &self.consent_announcement {
+            if text.trim().is_empty() {
+                return Err("consent_announcement must not be blank (use null for none)".into());
+            }
+            if text.chars().count() > MAX_ANNOUNCEMENT_CHARS {
+                return Err(format!(
+                    "consent_announcement must be at most {MAX_ANNOUNCEMENT_CHARS} characters"
+                ));
+            }
+            if text.chars().any(char::is_control) {
+                return Err("consent_announcement must not contain control characters".into());
+            }
+        }
+        let q = &self.quotas;
+        for (name, value) in [
+            ("max_concurrent_streams", q.max_concurrent_streams),
+            (
+                "monthly_transcription_minutes",
+                q.monthly_transcription_minutes,
+            ),
+            ("monthly_recording_minutes", q.monthly_recording_minutes),
+        ] {
+            if value.is_some_and(|v| v > MAX_QUOTA) {
+                return Err(format!(
+                    "quotas.{name} must be at most {MAX_QUOTA} (or null for unlimited)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What is needed to authenticate a tenant's Twilio traffic.
@@ -192,13 +280,86 @@ mod tests {
             );
             let on = TenantSettings {
                 pii_redaction: true,
+                retention_days: Some(30),
+                consent_announcement: Some("This call is recorded.".into()),
+                quotas: Quotas {
+                    max_concurrent_streams: Some(5),
+                    ..Quotas::default()
+                },
+                ..TenantSettings::default()
             };
             store.set_tenant_settings(&t.id, &on).await.unwrap();
             assert_eq!(store.tenant_settings(&t.id).await.unwrap(), on);
+            // Settings stored before a field existed read its default.
+            sqlx::query("UPDATE tenants SET settings = $1 WHERE id = $2")
+                .bind(r#"{"pii_redaction":true}"#)
+                .bind(&t.id)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            let old = store.tenant_settings(&t.id).await.unwrap();
+            assert!(old.pii_redaction && old.record_calls && old.transcribe_live);
+            assert_eq!(old.quotas, Quotas::default());
             assert!(matches!(
                 store.set_tenant_settings("nope", &on).await,
                 Err(StoreError::NotFound)
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_field() {
+        assert_eq!(TenantSettings::default().validate(), Ok(()));
+        type Change = fn(&mut TenantSettings);
+        let cases: [(Change, &str); 7] = [
+            (|s| s.retention_days = Some(0), "retention_days"),
+            (
+                |s| s.retention_days = Some(MAX_RETENTION_DAYS + 1),
+                "retention_days",
+            ),
+            (
+                |s| s.consent_announcement = Some("  ".into()),
+                "consent_announcement",
+            ),
+            (
+                |s| s.consent_announcement = Some("x".repeat(1001)),
+                "at most 1000",
+            ),
+            (
+                |s| s.consent_announcement = Some("bell\u{7}".into()),
+                "control",
+            ),
+            (
+                |s| s.quotas.max_concurrent_streams = Some(MAX_QUOTA + 1),
+                "quotas.max_concurrent_streams",
+            ),
+            (
+                |s| s.quotas.monthly_recording_minutes = Some(u32::MAX),
+                "quotas.monthly_recording_minutes",
+            ),
+        ];
+        for (change, says) in cases {
+            let mut s = TenantSettings::default();
+            change(&mut s);
+            let err = s.validate().unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+        let fine = TenantSettings {
+            retention_days: Some(MAX_RETENTION_DAYS),
+            consent_announcement: Some(
+                "Calls are recorded for quality. Gespräche werden aufgezeichnet.".into(),
+            ),
+            quotas: Quotas {
+                max_concurrent_streams: Some(0),
+                ..Quotas::default()
+            },
+            ..TenantSettings::default()
+        };
+        assert_eq!(fine.validate(), Ok(()));
     }
 }
