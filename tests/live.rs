@@ -274,6 +274,7 @@ async fn tenant_pii_redaction_applies_to_live_finals() {
     let server = TestServer::start_live().await;
     let on = callstream::store::TenantSettings {
         pii_redaction: true,
+        ..Default::default()
     };
     server
         .store
