@@ -52,6 +52,8 @@ pub struct Config {
     pub stream: StreamConfig,
     /// Local speech recognition.
     pub asr: AsrConfig,
+    /// Encrypted call recordings.
+    pub recording: RecordingConfig,
     /// How long open sessions get to finish on shutdown before being forced.
     pub shutdown_grace_secs: u64,
 }
@@ -105,6 +107,41 @@ pub struct AsrConfig {
     pub max_utterance_ms: u64,
 }
 
+/// Call recording settings. Recordings are age files (X25519, 64 KiB
+/// ChaCha20-Poly1305 chunks) of stereo WAVs, encrypted to per-tenant keys
+/// that are themselves wrapped by the master key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Record streamed calls.
+    pub enabled: bool,
+    /// Root of the local recording storage. Default `{data_dir}/recordings`.
+    pub dir: Option<PathBuf>,
+    /// File holding the master key (64 hex digits) that wraps tenant keys;
+    /// created with mode 0600 on first start when absent. Default
+    /// `{data_dir}/keys/master.key`. Unused when `master_key` is set.
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself, 64 hex digits (e.g. from
+    /// `CALLSTREAM_RECORDING__MASTER_KEY`). Every node of a cluster needs
+    /// the same one. Never logged, never stored in the database.
+    pub master_key: Option<crate::secret::Secret>,
+    /// Longest recording; audio past it is not written (bounds the storage
+    /// one call can take).
+    pub max_duration_secs: u64,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            master_key_file: None,
+            master_key: None,
+            max_duration_secs: 4 * 3600,
+        }
+    }
+}
+
 impl Default for AsrConfig {
     fn default() -> Self {
         let live = crate::asr::live::LiveConfig::default();
@@ -141,6 +178,7 @@ impl Default for Config {
             database_url: None,
             stream: StreamConfig::default(),
             asr: AsrConfig::default(),
+            recording: RecordingConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -270,6 +308,11 @@ impl Config {
                 "ASR__PARTIAL_INTERVAL_MS" => asr.partial_interval_ms,
                 "ASR__END_SILENCE_MS" => asr.end_silence_ms,
                 "ASR__MAX_UTTERANCE_MS" => asr.max_utterance_ms,
+                "RECORDING__ENABLED" => recording.enabled,
+                "RECORDING__DIR" => recording.dir as opt,
+                "RECORDING__MASTER_KEY_FILE" => recording.master_key_file as opt,
+                "RECORDING__MASTER_KEY" => recording.master_key as opt,
+                "RECORDING__MAX_DURATION_SECS" => recording.max_duration_secs,
             );
         }
         Ok(())
@@ -368,7 +411,39 @@ impl Config {
                 "must be between 2000 and 30000 (Whisper hears 30 s at most)",
             ));
         }
+        let r = &self.recording;
+        if let Some(key) = &r.master_key {
+            let k = key.expose().trim();
+            if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "recording.master_key",
+                    "must be 64 hex digits (32 bytes)",
+                ));
+            }
+        }
+        if !(60..=48 * 3600).contains(&r.max_duration_secs) {
+            return Err(invalid(
+                "recording.max_duration_secs",
+                "must be between 60 and 172800",
+            ));
+        }
         Ok(())
+    }
+
+    /// Root of the local recording storage.
+    pub fn recording_dir(&self) -> PathBuf {
+        self.recording
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("recordings"))
+    }
+
+    /// Where the recording master key is kept when not given directly.
+    pub fn master_key_file(&self) -> PathBuf {
+        self.recording
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("master.key"))
     }
 
     /// The base URL providers call, defaulting to `http://{listen}`.

@@ -14,6 +14,7 @@ pub mod loadgen;
 pub mod media;
 pub mod metrics;
 pub mod providers;
+pub mod recording;
 pub mod secret;
 pub mod store;
 

@@ -5,6 +5,7 @@ mod auth;
 mod calls;
 mod captions;
 mod error;
+pub mod recording;
 pub mod stream;
 pub mod transcription;
 mod twilio_auth;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub sinks: Arc<dyn SinkFactory>,
     /// Live caption feeds of the calls streaming on this node.
     pub captions: crate::asr::captions::CaptionHub,
+    /// Encrypted recordings (read, store, delete); `None` when recording is off.
+    pub recordings: Option<crate::recording::Recordings>,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ impl AppState {
             token_secret: Arc::new(token_secret),
             sinks: Arc::new(stream::NoSinks),
             captions: crate::asr::captions::CaptionHub::new(),
+            recordings: None,
         }
     }
 }
