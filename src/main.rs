@@ -350,7 +350,10 @@ async fn recording_key(command: RecordingKeyCommand) -> anyhow::Result<()> {
             for k in &chosen {
                 let created = time::OffsetDateTime::from_unix_timestamp(k.key.created_at / 1000)
                     .ok()
-                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
                     .unwrap_or_default();
                 out.push_str(&format!(
                     "# callstream tenant: {tenant}\n# key id: {} ({})\n# created: {created}\n# public key: {}\n{}\n",
@@ -429,9 +432,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         });
     }
     if cfg.recording.enabled {
-        let recordings =
-            callstream::recording::Recordings::from_config(&cfg, store.clone(), state.metrics.clone())
-                .context("cannot set up recording storage and keys")?;
+        let recordings = callstream::recording::Recordings::from_config(
+            &cfg,
+            store.clone(),
+            state.metrics.clone(),
+        )
+        .context("cannot set up recording storage and keys")?;
         // Before any stream: what a killed run left open is finalised and
         // marked interrupted (every complete encryption chunk kept).
         let recovered = recordings
@@ -439,7 +445,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .await
             .context("cannot look for unfinished recordings")?;
         if !recovered.is_empty() {
-            tracing::warn!(count = recovered.len(), "recordings recovered from a previous run");
+            tracing::warn!(
+                count = recovered.len(),
+                "recordings recovered from a previous run"
+            );
         }
         tracing::info!(dir = %cfg.recording_dir().display(), "recording on");
         state.sinks = Arc::new(RecordingSinks {

@@ -20,7 +20,7 @@ use callstream::recording::storage::{ObjectInfo, ObjectRead, ObjectWriter, Stora
 use callstream::recording::{LocalStorage, Recordings};
 use callstream::store::RecordingStatus;
 use common::*;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_callstream");
 
@@ -34,7 +34,11 @@ fn fixture(name: &str) -> PathBuf {
 fn jfk_ulaw_frames() -> Vec<String> {
     let bytes = std::fs::read(fixture("jfk-8k-ulaw.wav")).unwrap();
     let info = callstream::recording::wav::parse(&bytes, bytes.len() as u64).unwrap();
-    assert_eq!((info.format_tag, info.sample_rate), (7, 8000), "μ-law 8 kHz");
+    assert_eq!(
+        (info.format_tag, info.sample_rate),
+        (7, 8000),
+        "μ-law 8 kHz"
+    );
     let data = &bytes[info.data_offset as usize..(info.data_offset + info.data_len) as usize];
     data.chunks_exact(160)
         .map(|f| base64::engine::general_purpose::STANDARD.encode(f))
@@ -136,28 +140,27 @@ fn local(dir: &Path) -> Arc<dyn Storage> {
 
 /// The call's detail (with its recording) once its recording has ended.
 async fn finished_call(server: &TestServer, call_sid: &str) -> serde_json::Value {
-    let mut found = serde_json::Value::Null;
-    eventually(|| async {
+    for _ in 0..200 {
         let (_, page) = server.get("/v1/calls").await;
-        let Some(id) = page["calls"]
+        let id = page["calls"]
             .as_array()
             .unwrap()
             .iter()
             .find(|c| c["external_call_id"] == call_sid)
-            .map(|c| c["id"].as_str().unwrap().to_string())
-        else {
-            return false;
-        };
-        let (_, detail) = server.get(&format!("/v1/calls/{id}")).await;
-        let done = detail["status"] != "in_progress"
-            && detail["recording"]["status"]
-                .as_str()
-                .is_some_and(|s| s != "recording");
-        found = detail;
-        done
-    })
-    .await;
-    found
+            .map(|c| c["id"].as_str().unwrap().to_string());
+        if let Some(id) = id {
+            let (_, detail) = server.get(&format!("/v1/calls/{id}")).await;
+            let done = detail["status"] != "in_progress"
+                && detail["recording"]["status"]
+                    .as_str()
+                    .is_some_and(|s| s != "recording");
+            if done {
+                return detail;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("call {call_sid} and its recording did not finish within 10 s");
 }
 
 fn log_events(detail: &serde_json::Value) -> Vec<String> {
@@ -208,19 +211,31 @@ async fn speech_round_trips_into_an_encrypted_stereo_recording() {
     let rec = &detail["recording"];
     assert_eq!(rec["status"], "completed", "{detail}");
     assert_eq!(detail["recording_id"], rec["id"]);
-    assert_eq!((rec["channels"].as_i64(), rec["sample_rate"].as_i64()), (Some(2), Some(8000)));
+    assert_eq!(
+        (rec["channels"].as_i64(), rec["sample_rate"].as_i64()),
+        (Some(2), Some(8000))
+    );
     assert_eq!(rec["algorithm"], "age-x25519");
     assert!(rec["key_id"].is_string());
     let frames = (agent_at + agent.len()) * 160;
     assert_eq!(rec["duration_ms"].as_u64().unwrap(), frames as u64 / 8);
     assert_eq!(rec["bytes"].as_u64().unwrap(), 44 + 4 * frames as u64);
     let events = log_events(&detail);
-    assert!(events.contains(&"recording_started".to_string()), "{events:?}");
-    assert!(events.contains(&"recording_completed".to_string()), "{events:?}");
+    assert!(
+        events.contains(&"recording_started".to_string()),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"recording_completed".to_string()),
+        "{events:?}"
+    );
 
     // Decrypted: caller left, agent right, every sample where it was sent.
     let rec_id = rec["id"].as_str().unwrap();
-    let (row, mut reader) = recordings.open_wav(&server.tenant_id, rec_id).await.unwrap();
+    let (row, mut reader) = recordings
+        .open_wav(&server.tenant_id, rec_id)
+        .await
+        .unwrap();
     assert_eq!(row.status, RecordingStatus::Completed);
     let mut wav = Vec::new();
     reader.read_to_end(&mut wav).unwrap();
@@ -258,18 +273,28 @@ async fn speech_round_trips_into_an_encrypted_stereo_recording() {
     assert!(ciphertext.starts_with(b"age-encryption.org/v1\n"));
     assert!(!ciphertext.windows(4).any(|w| w == b"RIFF"));
     let probe = &wav[44 + 4 * 20_000..44 + 4 * 20_000 + 32];
-    assert!(!ciphertext.windows(32).any(|w| w == probe), "plaintext audio at rest");
+    assert!(
+        !ciphertext.windows(32).any(|w| w == probe),
+        "plaintext audio at rest"
+    );
 
     // Tampered: an error, never altered audio.
     let mut bad = ciphertext.clone();
     let n = bad.len();
     bad[n - 70_000] ^= 0x40;
     std::fs::write(stored, &bad).unwrap();
-    let (_, mut reader) = recordings.open_wav(&server.tenant_id, rec_id).await.unwrap();
+    let (_, mut reader) = recordings
+        .open_wav(&server.tenant_id, rec_id)
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let err = reader.read_to_end(&mut got).unwrap_err();
     assert!(err.to_string().contains("failed authentication"), "{err}");
-    assert_eq!(got[..], wav[..got.len()], "only authenticated bytes came out");
+    assert_eq!(
+        got[..],
+        wav[..got.len()],
+        "only authenticated bytes came out"
+    );
     // Truncated: refused at open.
     std::fs::write(stored, &ciphertext[..n - 1]).unwrap();
     let err = recordings
@@ -283,7 +308,10 @@ async fn speech_round_trips_into_an_encrypted_stereo_recording() {
     assert!(recordings.open_wav(&other.id, rec_id).await.is_err());
 
     let m = server.metrics().await;
-    assert_eq!(metric(&m, "callstream_recordings_total{outcome=\"completed\"}"), 1.0);
+    assert_eq!(
+        metric(&m, "callstream_recordings_total{outcome=\"completed\"}"),
+        1.0
+    );
     assert!(metric(&m, "callstream_recording_bytes_total") > (4 * frames) as f64);
     server.shutdown().await;
 }
@@ -291,7 +319,14 @@ async fn speech_round_trips_into_an_encrypted_stereo_recording() {
 /// `callstream recording key export` against `data_dir`; the key file.
 fn export_key(data_dir: &Path, tenant: &str, out: &Path) {
     let res = Command::new(BIN)
-        .args(["recording", "key", "export", "--tenant", tenant, "--data-dir"])
+        .args([
+            "recording",
+            "key",
+            "export",
+            "--tenant",
+            tenant,
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env_remove("CALLSTREAM_LOG")
         .output()
@@ -303,7 +338,9 @@ fn export_key(data_dir: &Path, tenant: &str, out: &Path) {
     );
     let text = String::from_utf8(res.stdout).unwrap();
     assert_eq!(
-        text.lines().filter(|l| l.starts_with("AGE-SECRET-KEY-1")).count(),
+        text.lines()
+            .filter(|l| l.starts_with("AGE-SECRET-KEY-1"))
+            .count(),
         1,
         "one identity"
     );
@@ -360,7 +397,11 @@ async fn the_age_cli_decrypts_a_recording_with_the_exported_key() {
     std::fs::write(&path, &wav).unwrap();
     let sox = Command::new("soxi").arg("-s").arg(&path).output();
     if let Ok(out) = sox {
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             left.len().to_string()
@@ -405,10 +446,7 @@ impl Serve {
             .unwrap();
         let serve = Self { child, listen };
         let addr: std::net::SocketAddr = serve.listen.parse().unwrap();
-        eventually(|| async {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
+        eventually(|| async { tokio::net::TcpStream::connect(addr).await.is_ok() }).await;
         serve
     }
 
@@ -439,10 +477,19 @@ async fn a_killed_gateway_recovers_every_complete_chunk_on_restart() {
     let out = Command::new(BIN)
         .args(["tenant", "create", "Acme", "--data-dir"])
         .arg(&data)
-        .args(["--twilio-account-sid", ACCOUNT_SID, "--twilio-auth-token", AUTH_TOKEN])
+        .args([
+            "--twilio-account-sid",
+            ACCOUNT_SID,
+            "--twilio-auth-token",
+            AUTH_TOKEN,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tenant: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tenant_id = tenant["tenant_id"].as_str().unwrap().to_string();
     let api_key = tenant["api_key"].as_str().unwrap().to_string();
@@ -450,9 +497,10 @@ async fn a_killed_gateway_recovers_every_complete_chunk_on_restart() {
     let mut serve = Serve::start(&data, &log).await;
     let url = format!("ws://{}{}", serve.listen, STREAM_PATH);
     let sig = callstream::providers::twilio::signature::compute(AUTH_TOKEN, &url, &[]);
-    let mut req =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str())
-            .unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        url.as_str(),
+    )
+    .unwrap();
     req.headers_mut()
         .insert("X-Twilio-Signature", sig.parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
@@ -485,7 +533,9 @@ async fn a_killed_gateway_recovers_every_complete_chunk_on_restart() {
     drop(ws);
     let left_behind = files_under(&rec_dir);
     assert_eq!(left_behind.len(), 1);
-    assert!(left_behind[0].to_string_lossy().ends_with(".wav.age.spool.partial"));
+    assert!(left_behind[0]
+        .to_string_lossy()
+        .ends_with(".wav.age.spool.partial"));
 
     // Restart: the recording is recovered before streams are taken.
     let serve = Serve::start(&data, &log).await;
@@ -503,7 +553,10 @@ async fn a_killed_gateway_recovers_every_complete_chunk_on_restart() {
     assert_eq!(detail["status"], "interrupted", "{detail}");
     assert_eq!(detail["recording"]["status"], "interrupted", "{detail}");
     let events = log_events(&detail);
-    assert!(events.contains(&"recording_interrupted".to_string()), "{events:?}");
+    assert!(
+        events.contains(&"recording_interrupted".to_string()),
+        "{events:?}"
+    );
 
     // One finalised file, no spool; the real age CLI decrypts and
     // authenticates it with the exported key.
@@ -527,7 +580,10 @@ async fn a_killed_gateway_recovers_every_complete_chunk_on_restart() {
     );
 
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains("recovered"), "the restart logs the recovery");
+    assert!(
+        log_text.contains("recovered"),
+        "the restart logs the recovery"
+    );
     assert!(!log_text.contains("AGE-SECRET-KEY"));
     let master = std::fs::read_to_string(data.join("keys/master.key")).unwrap();
     assert!(!log_text.contains(master.trim()), "master key in the log");
@@ -632,12 +688,21 @@ async fn call_survives_a_failed_recording(server: &TestServer, error_says: &str)
     let (status, text) = http_text(server.addr, "GET", "/metrics", None, None).await;
     assert_eq!(status, 200);
     assert_eq!(
-        metric(&text, "callstream_recording_failures_total{reason=\"storage\"}"),
+        metric(
+            &text,
+            "callstream_recording_failures_total{reason=\"storage\"}"
+        ),
         1.0
     );
-    assert_eq!(metric(&text, "callstream_recordings_total{outcome=\"failed\"}"), 1.0);
     assert_eq!(
-        metric(&text, "callstream_frames_dropped_total{reason=\"recording_overflow\"}"),
+        metric(&text, "callstream_recordings_total{outcome=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "callstream_frames_dropped_total{reason=\"recording_overflow\"}"
+        ),
         0.0
     );
 }

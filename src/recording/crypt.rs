@@ -112,20 +112,19 @@ impl Finalised {
 
     pub fn duration_ms(&self) -> u64 {
         let byte_rate = u64::from(self.sample_rate) * u64::from(self.channels) * 2;
-        if byte_rate == 0 {
-            0
-        } else {
-            self.data_bytes * 1000 / byte_rate
-        }
+        (self.data_bytes * 1000).checked_div(byte_rate).unwrap_or(0)
     }
 }
+
+/// A decrypting reader over a stored object.
+type AgeReader = StreamReader<BufReader<Box<dyn ObjectRead>>>;
 
 /// Opens an age stream for reading. `Ok(None)`: the age header itself is
 /// incomplete (a writer died before it was out), i.e. nothing to recover.
 fn open_age(
     obj: Box<dyn ObjectRead>,
     identity: &age::x25519::Identity,
-) -> Result<Option<StreamReader<BufReader<Box<dyn ObjectRead>>>>, RecordingError> {
+) -> Result<Option<AgeReader>, RecordingError> {
     let decryptor = match age::Decryptor::new_buffered(BufReader::new(obj)) {
         Ok(d) => d,
         Err(age::DecryptError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -275,11 +274,7 @@ fn count_authenticated(r: &mut impl Read) -> io::Result<u64> {
 }
 
 /// Copies up to `len` authenticated bytes; returns how many.
-fn copy_exact(
-    r: &mut impl Read,
-    w: &mut impl Write,
-    len: u64,
-) -> Result<u64, RecordingError> {
+fn copy_exact(r: &mut impl Read, w: &mut impl Write, len: u64) -> Result<u64, RecordingError> {
     let mut buf = vec![0u8; CHUNK_BYTES as usize];
     let mut left = len;
     while left > 0 {
@@ -358,7 +353,7 @@ pub fn store_wav(
 /// authenticated before any of its bytes are returned, so a tampered file
 /// yields an error, never altered audio.
 pub struct WavReader {
-    inner: StreamReader<BufReader<Box<dyn ObjectRead>>>,
+    inner: AgeReader,
     len: u64,
 }
 
@@ -386,9 +381,7 @@ impl WavReader {
 
 fn corrupt_or_io(e: io::Error) -> RecordingError {
     if is_torn(&e) {
-        RecordingError::Corrupt(
-            "ciphertext failed authentication (truncated or tampered)".into(),
-        )
+        RecordingError::Corrupt("ciphertext failed authentication (truncated or tampered)".into())
     } else {
         RecordingError::Storage(StorageError::Io(e))
     }
@@ -470,8 +463,16 @@ mod tests {
         let data = audio(40_000); // 160 000 bytes: several chunks
         let w = spool_with(&s, &r, &data);
         w.finish().unwrap();
-        let f = finalise(&s, "t/x.spool", "t/x.wav.age", &id, &r, Some(data.len() as u64), (2, 8000))
-            .unwrap();
+        let f = finalise(
+            &s,
+            "t/x.spool",
+            "t/x.wav.age",
+            &id,
+            &r,
+            Some(data.len() as u64),
+            (2, 8000),
+        )
+        .unwrap();
         assert_eq!(f.data_bytes, data.len() as u64);
         assert_eq!(f.duration_ms(), 5_000);
         let wav_bytes = decrypt_all(&s, "t/x.wav.age", &id);
@@ -524,11 +525,24 @@ mod tests {
         let (_d, s, id, r) = setup();
         let data = audio(70_000);
         spool_with(&s, &r, &data).finish().unwrap();
-        finalise(&s, "t/x.spool", "t/x.wav.age", &id, &r, Some(data.len() as u64), (2, 8000))
-            .unwrap();
+        finalise(
+            &s,
+            "t/x.spool",
+            "t/x.wav.age",
+            &id,
+            &r,
+            Some(data.len() as u64),
+            (2, 8000),
+        )
+        .unwrap();
         let mut whole = pcm_file(&data);
         let mut rd = WavReader::open(s.open("t/x.wav.age").unwrap(), &id).unwrap();
-        for (start, len) in [(0u64, 44usize), (65_530, 20), (200_000, 70_000), (280_000, 44)] {
+        for (start, len) in [
+            (0u64, 44usize),
+            (65_530, 20),
+            (200_000, 70_000),
+            (280_000, 44),
+        ] {
             rd.seek(SeekFrom::Start(start)).unwrap();
             let mut got = vec![0; len];
             rd.read_exact(&mut got).unwrap();
@@ -548,8 +562,16 @@ mod tests {
         let (_d, s, id, r) = setup();
         let data = audio(40_000);
         spool_with(&s, &r, &data).finish().unwrap();
-        finalise(&s, "t/x.spool", "t/x.wav.age", &id, &r, Some(data.len() as u64), (2, 8000))
-            .unwrap();
+        finalise(
+            &s,
+            "t/x.spool",
+            "t/x.wav.age",
+            &id,
+            &r,
+            Some(data.len() as u64),
+            (2, 8000),
+        )
+        .unwrap();
         let path = s.root().join("t/x.wav.age");
         let good = std::fs::read(&path).unwrap();
         // age header + nonce, before the first chunk (3 chunks of 16-byte tags).
@@ -603,7 +625,10 @@ mod tests {
         let (info, plain, stored) = store_wav(&s, "t/p.wav.age", &r, &wav_bytes[..]).unwrap();
         assert_eq!(plain, wav_bytes.len() as u64);
         assert!(stored > plain);
-        assert_eq!((info.channels, info.sample_rate, info.format_tag), (1, 8000, 7));
+        assert_eq!(
+            (info.channels, info.sample_rate, info.format_tag),
+            (1, 8000, 7)
+        );
         assert_eq!(decrypt_all(&s, "t/p.wav.age", &id), wav_bytes);
         // Not a WAV: nothing is left behind.
         let err = store_wav(&s, "t/q.wav.age", &r, &b"<html>nope</html>"[..]).unwrap_err();

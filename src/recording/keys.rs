@@ -309,7 +309,11 @@ impl Keyring {
     }
 
     /// The secret identity of one of the tenant's keys.
-    pub async fn identity(&self, tenant_id: &str, key_id: &str) -> Result<TenantIdentity, KeyError> {
+    pub async fn identity(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+    ) -> Result<TenantIdentity, KeyError> {
         let key = self.store.recording_key(tenant_id, key_id).await?;
         self.open(key)
     }
@@ -333,7 +337,8 @@ impl Keyring {
         let secret = self
             .master
             .unwrap(&key.tenant_id, &key.id, &key.wrapped_secret)?;
-        let text = std::str::from_utf8(&secret).map_err(|_| KeyError::BadIdentity(key.id.clone()))?;
+        let text =
+            std::str::from_utf8(&secret).map_err(|_| KeyError::BadIdentity(key.id.clone()))?;
         let identity = age::x25519::Identity::from_str(text)
             .map_err(|_| KeyError::BadIdentity(key.id.clone()))?;
         Ok(TenantIdentity { key, identity })

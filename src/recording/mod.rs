@@ -33,8 +33,8 @@ pub use storage::{LocalStorage, Storage, StorageError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{
-    CallStatus, NewRecording, Recording, RecordingOutcome, RecordingSource, RecordingStatus,
-    Store, StoreError,
+    CallStatus, NewRecording, Recording, RecordingOutcome, RecordingSource, RecordingStatus, Store,
+    StoreError,
 };
 
 /// Errors of the recording domain. Messages name what failed, never key
@@ -97,10 +97,9 @@ pub struct ObjectKeys {
 impl ObjectKeys {
     /// Keys by tenant, UTC date of creation and recording id.
     pub fn new(tenant_id: &str, recording_id: &str, created_at_ms: i64) -> Self {
-        let date = time::OffsetDateTime::from_unix_timestamp_nanos(
-            i128::from(created_at_ms) * 1_000_000,
-        )
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let date =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(created_at_ms) * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let object = format!(
             "{tenant_id}/{:04}/{:02}/{:02}/{recording_id}.wav.age",
             date.year(),
@@ -199,7 +198,11 @@ impl Recordings {
         tenant_id: &str,
         recording_id: &str,
     ) -> Result<(Recording, WavReader), RecordingError> {
-        let rec = self.inner.store.get_recording(tenant_id, recording_id).await?;
+        let rec = self
+            .inner
+            .store
+            .get_recording(tenant_id, recording_id)
+            .await?;
         if !matches!(
             rec.status,
             RecordingStatus::Completed | RecordingStatus::Interrupted
@@ -259,7 +262,10 @@ impl Recordings {
             stored_bytes: Some(stored as i64),
         };
         let stored_row = async {
-            self.inner.store.create_recording(tenant_id, &new, now).await?;
+            self.inner
+                .store
+                .create_recording(tenant_id, &new, now)
+                .await?;
             self.inner
                 .store
                 .finish_recording(tenant_id, &id, RecordingStatus::Completed, &outcome, now)
@@ -288,7 +294,11 @@ impl Recordings {
         recording_id: &str,
         reason: &str,
     ) -> Result<Recording, RecordingError> {
-        let rec = self.inner.store.get_recording(tenant_id, recording_id).await?;
+        let rec = self
+            .inner
+            .store
+            .get_recording(tenant_id, recording_id)
+            .await?;
         if rec.status == RecordingStatus::Deleted {
             return Ok(rec);
         }
@@ -319,7 +329,11 @@ impl Recordings {
         }
         match done {
             Some(d) => Ok(d),
-            None => Ok(self.inner.store.get_recording(tenant_id, recording_id).await?),
+            None => Ok(self
+                .inner
+                .store
+                .get_recording(tenant_id, recording_id)
+                .await?),
         }
     }
 
@@ -390,8 +404,7 @@ impl Recordings {
                         let mut head = [0u8; wav::HEADER_LEN];
                         r.read_exact(&mut head)
                             .map_err(|e| RecordingError::Corrupt(e.to_string()))?;
-                        let info = wav::parse(&head, r.len())
-                            .map_err(RecordingError::Corrupt)?;
+                        let info = wav::parse(&head, r.len()).map_err(RecordingError::Corrupt)?;
                         Ok((info, r.len()))
                     })
                 })
@@ -457,7 +470,9 @@ impl Recordings {
             } else {
                 "recording_completed"
             };
-            store.append_call_log(tenant, call, event, &detail, now).await?;
+            store
+                .append_call_log(tenant, call, event, &detail, now)
+                .await?;
         }
         tracing::warn!(
             recording_id = %rec.id,

@@ -188,9 +188,10 @@ impl Recordings {
                 write(&mut l).await?;
             }
             drain(&mut l).await?;
-            let spool = l.spool.take().ok_or_else(|| {
-                RecordingError::Task("spool writer lost".into())
-            })?;
+            let spool = l
+                .spool
+                .take()
+                .ok_or_else(|| RecordingError::Task("spool writer lost".into()))?;
             let data_bytes = spool.plaintext_len().saturating_sub(wav::HEADER_LEN as u64);
             let identity = self.keys().identity(tenant_id, &l.key_id).await?;
             let storage = self.storage().clone();
@@ -257,7 +258,8 @@ impl Recordings {
         let event = if overflowed {
             metrics.recording_failed("overflow");
             metrics.recording_ended("failed");
-            detail["reason"] = "overflow: the recording writer fell behind; the end is missing".into();
+            detail["reason"] =
+                "overflow: the recording writer fell behind; the end is missing".into();
             "recording_failed"
         } else {
             metrics.recording_ended("completed");

@@ -247,7 +247,9 @@ impl Storage for LocalStorage {
                 let Ok(rel) = entry.path().strip_prefix(&self.root).map(|p| p.to_owned()) else {
                     continue;
                 };
-                let Some(rel) = rel.to_str().map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
+                let Some(rel) = rel
+                    .to_str()
+                    .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
                 else {
                     continue;
                 };

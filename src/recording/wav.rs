@@ -62,8 +62,9 @@ pub fn parse(prefix: &[u8], total_len: u64) -> Result<WavInfo, String> {
         return Err("no RIFF/WAVE header".into());
     }
     let u16_at = |at: usize| u16::from_le_bytes([prefix[at], prefix[at + 1]]);
-    let u32_at =
-        |at: usize| u32::from_le_bytes([prefix[at], prefix[at + 1], prefix[at + 2], prefix[at + 3]]);
+    let u32_at = |at: usize| {
+        u32::from_le_bytes([prefix[at], prefix[at + 1], prefix[at + 2], prefix[at + 3]])
+    };
     let mut fmt = None;
     let mut at = 12usize;
     loop {
@@ -138,7 +139,12 @@ mod tests {
         file.extend_from_slice(&[1, 0, 2, 0, 3, 0, 4, 0]);
         let info = parse(&file, file.len() as u64).unwrap();
         assert_eq!(
-            (info.channels, info.sample_rate, info.data_offset, info.data_len),
+            (
+                info.channels,
+                info.sample_rate,
+                info.data_offset,
+                info.data_len
+            ),
             (2, 8000, 44, 8)
         );
         let mut r = hound::WavReader::new(std::io::Cursor::new(&file)).unwrap();
