@@ -543,6 +543,35 @@ mod tests {
     }
 
     #[test]
+    fn recording_settings_and_a_bad_master_key_that_is_not_echoed() {
+        let key = "ab".repeat(32);
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("CALLSTREAM_RECORDING__ENABLED", "false"),
+                ("CALLSTREAM_RECORDING__MASTER_KEY", &key),
+                ("CALLSTREAM_RECORDING__DIR", "/srv/rec"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(!cfg.recording.enabled);
+        assert_eq!(cfg.recording_dir(), PathBuf::from("/srv/rec"));
+        assert_eq!(cfg.master_key_file(), PathBuf::from("data/keys/master.key"));
+        assert!(!format!("{cfg:?}").contains(&key));
+
+        let bad = "not-hex-secret-value";
+        let err = Config::load(
+            None,
+            env(&[("CALLSTREAM_RECORDING__MASTER_KEY", bad)]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("recording.master_key"), "{err}");
+        assert!(!err.to_string().contains(bad));
+    }
+
+    #[test]
     fn invalid_values_are_explained() {
         let err = Config::load(
             None,

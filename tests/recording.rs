@@ -138,7 +138,8 @@ fn local(dir: &Path) -> Arc<dyn Storage> {
     Arc::new(LocalStorage::new(dir).unwrap())
 }
 
-/// The call's detail (with its recording) once its recording has ended.
+/// The call's detail (with its recording) once its recording has ended
+/// and the call log says how.
 async fn finished_call(server: &TestServer, call_sid: &str) -> serde_json::Value {
     for _ in 0..200 {
         let (_, page) = server.get("/v1/calls").await;
@@ -150,10 +151,15 @@ async fn finished_call(server: &TestServer, call_sid: &str) -> serde_json::Value
             .map(|c| c["id"].as_str().unwrap().to_string());
         if let Some(id) = id {
             let (_, detail) = server.get(&format!("/v1/calls/{id}")).await;
+            // The handler reads logs and recording one after the other:
+            // wait for both the final status and the log that explains it.
             let done = detail["status"] != "in_progress"
                 && detail["recording"]["status"]
                     .as_str()
-                    .is_some_and(|s| s != "recording");
+                    .is_some_and(|s| s != "recording")
+                && log_events(&detail)
+                    .iter()
+                    .any(|e| e == "recording_completed" || e == "recording_failed");
             if done {
                 return detail;
             }
@@ -674,16 +680,20 @@ async fn call_survives_a_failed_recording(server: &TestServer, error_says: &str)
     let error = failed["detail"]["error"].as_str().unwrap();
     assert!(error.contains(error_says), "{error}");
     // The other sink (transcription) got every sample.
-    let wide: usize = server
-        .captured
-        .wide
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|c| c.track == callstream::media::Track::Caller)
-        .map(|c| c.samples.len())
-        .sum();
-    assert_eq!(wide, caller.len() * 160 * 2);
+    let wide = || -> usize {
+        server
+            .captured
+            .wide
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.track == callstream::media::Track::Caller)
+            .map(|c| c.samples.len())
+            .sum()
+    };
+    let expected = caller.len() * 160 * 2;
+    eventually(|| async { wide() >= expected }).await;
+    assert_eq!(wide(), expected);
     // Visible in the metrics endpoint.
     let (status, text) = http_text(server.addr, "GET", "/metrics", None, None).await;
     assert_eq!(status, 200);

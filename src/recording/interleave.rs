@@ -88,7 +88,7 @@ impl Interleaver {
 
     /// Takes a placed chunk. Chunks at another rate are refused (`false`):
     /// one stream has one rate.
-    pub fn push(&mut self, chunk: &PcmChunk) -> bool {
+    pub fn push(&mut self, chunk: PcmChunk) -> bool {
         if chunk.sample_rate != self.sample_rate {
             return false;
         }
@@ -102,8 +102,9 @@ impl Interleaver {
             self.late += skip;
         }
         if skip < len {
-            t.segments
-                .push_back((start + skip, chunk.samples[skip as usize..].to_vec()));
+            let mut samples = chunk.samples;
+            samples.drain(..skip as usize);
+            t.segments.push_back((start + skip, samples));
         }
         t.end = t.end.max(end);
         true
@@ -199,12 +200,12 @@ mod tests {
     #[test]
     fn tracks_are_aligned_by_position_caller_left() {
         let mut i = Interleaver::new(8000, u64::MAX);
-        i.push(&chunk(Track::Caller, 0, vec![1, 2, 3, 4]));
+        i.push(chunk(Track::Caller, 0, vec![1, 2, 3, 4]));
         // Nothing is written until the agent track is known there.
         assert!(drain(&mut i).is_empty());
-        i.push(&chunk(Track::Agent, 2, vec![-3, -4, -5]));
+        i.push(chunk(Track::Agent, 2, vec![-3, -4, -5]));
         assert_eq!(drain(&mut i), [(1, 0), (2, 0), (3, -3), (4, -4)]);
-        i.push(&chunk(Track::Caller, 6, vec![7]));
+        i.push(chunk(Track::Caller, 6, vec![7]));
         i.finish();
         assert_eq!(drain(&mut i), [(0, -5), (0, 0), (7, 0)]);
         assert_eq!(i.frames(), 7);
@@ -214,12 +215,12 @@ mod tests {
     #[test]
     fn a_silent_track_holds_output_back_by_at_most_the_lag() {
         let mut i = Interleaver::new(8000, u64::MAX);
-        i.push(&chunk(Track::Caller, 0, vec![5; 8000 + 10]));
+        i.push(chunk(Track::Caller, 0, vec![5; 8000 + 10]));
         let out = drain(&mut i);
         assert_eq!(out.len(), 10);
         assert!(out.iter().all(|f| *f == (5, 0)));
         // Agent audio for positions already written is dropped and counted.
-        i.push(&chunk(Track::Agent, 0, vec![9; 20]));
+        i.push(chunk(Track::Agent, 0, vec![9; 20]));
         assert_eq!(i.late_samples(), 10);
         i.finish();
         let rest = drain(&mut i);
@@ -230,12 +231,12 @@ mod tests {
     #[test]
     fn the_limit_bounds_output() {
         let mut i = Interleaver::new(8000, 3);
-        i.push(&chunk(Track::Caller, 0, vec![1, 2, 3, 4, 5]));
-        i.push(&chunk(Track::Agent, 1_000_000, vec![1]));
+        i.push(chunk(Track::Caller, 0, vec![1, 2, 3, 4, 5]));
+        i.push(chunk(Track::Agent, 1_000_000, vec![1]));
         i.finish();
         assert_eq!(drain(&mut i).len(), 3);
         assert!(i.truncated());
-        assert!(!i.push(&PcmChunk {
+        assert!(!i.push(PcmChunk {
             sample_rate: 16_000,
             ..chunk(Track::Caller, 9, vec![1])
         }));

@@ -92,7 +92,7 @@ impl Recordings {
             let Some(l) = live.as_mut() else {
                 continue; // failed: keep draining so the call goes on
             };
-            if let Err(e) = self.push(l, &chunk).await {
+            if let Err(e) = self.push(l, chunk).await {
                 let l = live.take();
                 self.fail_live(&tenant_id, &call_id, l, &e).await;
             }
@@ -160,7 +160,7 @@ impl Recordings {
         })
     }
 
-    async fn push(&self, l: &mut Live, chunk: &PcmChunk) -> Result<(), RecordingError> {
+    async fn push(&self, l: &mut Live, chunk: PcmChunk) -> Result<(), RecordingError> {
         if l.interleaver.is_none() {
             let limit = self.max_duration_secs() * u64::from(chunk.sample_rate);
             l.interleaver = Some(Interleaver::new(chunk.sample_rate, limit));
@@ -227,22 +227,7 @@ impl Recordings {
             bytes: Some(fin.wav_bytes() as i64),
             stored_bytes: Some(fin.stored_bytes as i64),
         };
-        let now = crate::store::now_ms();
-        if let Err(e) = self
-            .store()
-            .finish_recording(tenant_id, &l.recording_id, status, &outcome, now)
-            .await
-        {
-            // The file is complete; startup recovery finds the row still
-            // `recording`, sees the finished object and completes it.
-            tracing::error!(recording_id = %l.recording_id, error = %e, "cannot mark the recording finished");
-            return;
-        }
         let metrics = self.metrics();
-        metrics.recording_bytes.inc_by(fin.stored_bytes);
-        metrics
-            .recording_seconds
-            .inc_by(fin.duration_ms() as f64 / 1000.0);
         let (late, truncated) = l
             .interleaver
             .as_ref()
@@ -256,21 +241,41 @@ impl Recordings {
             "truncated_at_max_duration": truncated,
         });
         let event = if overflowed {
-            metrics.recording_failed("overflow");
-            metrics.recording_ended("failed");
             detail["reason"] =
                 "overflow: the recording writer fell behind; the end is missing".into();
             "recording_failed"
         } else {
-            metrics.recording_ended("completed");
             "recording_completed"
         };
+        // Metrics and the log first: whoever sees the final status also
+        // finds why.
+        metrics.recording_bytes.inc_by(fin.stored_bytes);
+        metrics
+            .recording_seconds
+            .inc_by(fin.duration_ms() as f64 / 1000.0);
+        if overflowed {
+            metrics.recording_failed("overflow");
+            metrics.recording_ended("failed");
+        } else {
+            metrics.recording_ended("completed");
+        }
+        let now = crate::store::now_ms();
         if let Err(e) = self
             .store()
             .append_call_log(tenant_id, call_id, event, &detail, now)
             .await
         {
             tracing::warn!(call_id, error = %e, "cannot log the recording end");
+        }
+        if let Err(e) = self
+            .store()
+            .finish_recording(tenant_id, &l.recording_id, status, &outcome, now)
+            .await
+        {
+            // The file is complete; startup recovery finds the row still
+            // `recording`, sees the finished object and completes it.
+            tracing::error!(recording_id = %l.recording_id, error = %e, "cannot mark the recording finished");
+            return;
         }
         tracing::info!(call_id, recording_id = %l.recording_id, duration_ms = fin.duration_ms(), status = status.as_str(), "recording finalised");
     }
@@ -312,6 +317,18 @@ impl Recordings {
         metrics.recording_ended("failed");
         tracing::error!(call_id, recording_id = recording_id.unwrap_or(""), reason = reason.as_str(), error = %e, "recording failed; the call goes on");
         let now = crate::store::now_ms();
+        let detail = serde_json::json!({
+            "recording_id": recording_id,
+            "reason": reason.as_str(),
+            "error": e.to_string(),
+        });
+        if let Err(err) = self
+            .store()
+            .append_call_log(tenant_id, call_id, "recording_failed", &detail, now)
+            .await
+        {
+            tracing::warn!(call_id, error = %err, "cannot log the recording failure");
+        }
         if let Some(id) = recording_id {
             if let Err(err) = self
                 .store()
@@ -326,18 +343,6 @@ impl Recordings {
             {
                 tracing::error!(recording_id = id, error = %err, "cannot mark the recording failed");
             }
-        }
-        let detail = serde_json::json!({
-            "recording_id": recording_id,
-            "reason": reason.as_str(),
-            "error": e.to_string(),
-        });
-        if let Err(err) = self
-            .store()
-            .append_call_log(tenant_id, call_id, "recording_failed", &detail, now)
-            .await
-        {
-            tracing::warn!(call_id, error = %err, "cannot log the recording failure");
         }
     }
 }

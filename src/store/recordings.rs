@@ -157,7 +157,9 @@ fn key_from_row(row: &AnyRow) -> Result<RecordingKey> {
 
 impl Store {
     /// Creates a recording and, when it belongs to a call, links it from
-    /// the call row (`calls.recording_id`), in one transaction.
+    /// the call row (`calls.recording_id`), in one transaction: a stream
+    /// recording always (the newest stream wins), a provider recording only
+    /// when the call has none (it stays findable by `recordings.call_id`).
     pub async fn create_recording(
         &self,
         tenant_id: &str,
@@ -187,16 +189,25 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         if let Some(call_id) = rec.call_id {
-            let linked = sqlx::query(
-                "UPDATE calls SET recording_id = $1, updated_at = $2 \
-                 WHERE tenant_id = $3 AND id = $4",
-            )
-            .bind(rec.id)
-            .bind(now)
-            .bind(tenant_id)
-            .bind(call_id)
-            .execute(&mut *tx)
-            .await?;
+            // The newest stream recording is the call's recording; a
+            // provider's copy only fills the link when there is none.
+            let sql = match rec.source {
+                RecordingSource::Stream => {
+                    "UPDATE calls SET recording_id = $1, updated_at = $2 \
+                     WHERE tenant_id = $3 AND id = $4"
+                }
+                RecordingSource::Provider => {
+                    "UPDATE calls SET recording_id = COALESCE(recording_id, $1), updated_at = $2 \
+                     WHERE tenant_id = $3 AND id = $4"
+                }
+            };
+            let linked = sqlx::query(sql)
+                .bind(rec.id)
+                .bind(now)
+                .bind(tenant_id)
+                .bind(call_id)
+                .execute(&mut *tx)
+                .await?;
             if linked.rows_affected() == 0 {
                 return Err(StoreError::NotFound);
             }
@@ -465,6 +476,25 @@ mod tests {
                 .unwrap()
                 .is_none());
             assert!(store.unfinished_recordings().await.unwrap().is_empty());
+            // The provider's copy does not take the call's link.
+            let provider = NewRecording {
+                id: "r2",
+                source: RecordingSource::Provider,
+                ..new.clone()
+            };
+            store
+                .create_recording(&a.id, &provider, 2_500)
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .get_call(&a.id, &call.id)
+                    .await
+                    .unwrap()
+                    .recording_id
+                    .as_deref(),
+                Some("r1")
+            );
             let gone = store
                 .mark_recording_deleted(&a.id, "r1", 4_000)
                 .await
