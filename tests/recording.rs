@@ -322,6 +322,59 @@ async fn speech_round_trips_into_an_encrypted_stereo_recording() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_one_track_call_is_stereo_with_a_silent_agent() {
+    let (mut server, recordings) = recording_server(local).await;
+    let caller = jfk_ulaw_frames();
+    let mut ws = server.connect_signed().await;
+    let mut call = Call::new();
+    ws.send(call.start(&[])).await.unwrap();
+    send_call(&mut ws, &mut call, &caller, &[], 0).await;
+    ws.send(call.stop()).await.unwrap();
+    assert_eq!(expect_close(&mut ws).await.0, 1000);
+    let detail = finished_call(&server, &call.call_sid).await;
+    assert_eq!(detail["recording"]["status"], "completed");
+    let id = detail["recording"]["id"].as_str().unwrap();
+    let (_, mut r) = recordings.open_wav(&server.tenant_id, id).await.unwrap();
+    let mut wav = Vec::new();
+    r.read_to_end(&mut wav).unwrap();
+    let (left, right) = stereo(&wav);
+    // Nothing of the caller is held back waiting for the absent track.
+    assert_eq!(left, decoded(&caller));
+    assert!(right.iter().all(|s| *s == 0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finalises_open_recordings() {
+    let (mut server, recordings) = recording_server(local).await;
+    let caller = jfk_ulaw_frames()[..200].to_vec();
+    let agent = agent_frames()[..200].to_vec();
+    let mut ws = server.connect_signed().await;
+    let mut call = Call::new();
+    ws.send(call.start(&[])).await.unwrap();
+    send_call(&mut ws, &mut call, &caller, &agent, 0).await;
+    // Everything received before the shutdown is placed and recorded.
+    let frames_in =
+        || async { metric(&server.metrics().await, "callstream_frames_in_total") >= 400.0 };
+    eventually(frames_in).await;
+    let store = server.store.clone();
+    let tenant = server.tenant_id.clone();
+    server.shutdown().await; // waits for sessions and recorders
+    assert_eq!(expect_close(&mut ws).await.0, 1001);
+    let page = store.list_calls(&tenant, 10, None).await.unwrap();
+    let c = &page.calls[0];
+    assert_eq!(c.status.as_str(), "interrupted");
+    let rec_id = c.recording_id.clone().unwrap();
+    let (rec, mut r) = recordings.open_wav(&tenant, &rec_id).await.unwrap();
+    assert_eq!(rec.status, RecordingStatus::Completed);
+    let mut wav = Vec::new();
+    r.read_to_end(&mut wav).unwrap();
+    let (left, right) = stereo(&wav);
+    assert_eq!(left, decoded(&caller));
+    assert_eq!(right, decoded(&agent));
+}
+
 /// `callstream recording key export` against `data_dir`; the key file.
 fn export_key(data_dir: &Path, tenant: &str, out: &Path) {
     let res = Command::new(BIN)

@@ -528,3 +528,159 @@ pub fn master_key(cfg: &Config) -> Result<MasterKey, RecordingError> {
 pub fn keyring(cfg: &Config, store: Store) -> Result<Keyring, RecordingError> {
     Ok(Keyring::new(store, master_key(cfg)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{testing, Direction, StreamCall};
+
+    fn service(store: &Store, dir: &std::path::Path) -> Recordings {
+        Recordings::new(
+            store.clone(),
+            Arc::new(LocalStorage::new(dir).unwrap()),
+            Keyring::new(store.clone(), MasterKey::generate()),
+            Arc::new(Metrics::new()),
+            3600,
+        )
+    }
+
+    async fn call(store: &Store, tenant: &str) -> String {
+        let c = StreamCall {
+            provider: "twilio",
+            external_call_id: "CA1",
+            stream_id: "MZ1",
+            direction: Direction::Inbound,
+            from_number: None,
+            to_number: None,
+        };
+        store.start_stream_call(tenant, &c, 1_000).await.unwrap().id
+    }
+
+    #[tokio::test]
+    async fn provider_wavs_are_stored_read_back_and_deleted() {
+        for store in testing::stores().await {
+            let dir = tempfile::tempdir().unwrap();
+            let recs = service(&store, dir.path());
+            let t = store.create_tenant("A", None).await.unwrap();
+            let call_id = call(&store, &t.id).await;
+            let wav = std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/media-fixtures/jfk-8k-ulaw.wav"
+            ))
+            .unwrap();
+            let rec = recs
+                .store_wav(&t.id, Some(&call_id), std::io::Cursor::new(wav.clone()))
+                .await
+                .unwrap();
+            assert_eq!(rec.status, RecordingStatus::Completed);
+            assert_eq!(rec.source, RecordingSource::Provider);
+            assert_eq!((rec.channels, rec.sample_rate), (1, 8000));
+            assert_eq!(rec.duration_ms, Some(11_000));
+            assert_eq!(rec.bytes, Some(wav.len() as i64));
+            let (_, mut r) = recs.open_wav(&t.id, &rec.id).await.unwrap();
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).unwrap();
+            assert_eq!(back, wav);
+
+            // Not a WAV: refused, nothing stored.
+            let err = recs
+                .store_wav(&t.id, None, std::io::Cursor::new(b"<html/>".to_vec()))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RecordingError::InvalidWav(_)), "{err}");
+
+            let other = store.create_tenant("B", None).await.unwrap();
+            assert!(matches!(
+                recs.delete(&other.id, &rec.id, "retention").await,
+                Err(RecordingError::NotFound)
+            ));
+            let gone = recs.delete(&t.id, &rec.id, "retention").await.unwrap();
+            assert_eq!(gone.status, RecordingStatus::Deleted);
+            assert!(gone.deleted_at.is_some());
+            assert!(recs.storage().list("").unwrap().is_empty());
+            assert!(matches!(
+                recs.open_wav(&t.id, &rec.id).await,
+                Err(RecordingError::NotReadable(RecordingStatus::Deleted))
+            ));
+            let logs = store.list_call_logs(&t.id, &call_id).await.unwrap();
+            let deleted = logs
+                .iter()
+                .find(|l| l.event == "recording_deleted")
+                .unwrap();
+            assert_eq!(deleted.detail["reason"], "retention");
+            // Twice is fine.
+            recs.delete(&t.id, &rec.id, "retention").await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn recovery_finalises_what_a_dead_writer_left() {
+        for store in testing::stores().await {
+            let dir = tempfile::tempdir().unwrap();
+            let recs = service(&store, dir.path());
+            let t = store.create_tenant("A", None).await.unwrap();
+            let call_id = call(&store, &t.id).await;
+            // A recorder that never gets to finish: the channel stays open
+            // while the task is dropped, like a killed process.
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            let task = tokio::spawn(recs.clone().record_call(
+                t.id.clone(),
+                call_id.clone(),
+                rx,
+                Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            ));
+            for i in 0..150u64 {
+                for track in crate::media::Track::ALL {
+                    let chunk = crate::media::PcmChunk {
+                        track,
+                        sample_rate: 8000,
+                        start_sample: i * 160,
+                        samples: vec![(i as i16) * if track.index() == 0 { 1 } else { -1 }; 160],
+                        silence: false,
+                    };
+                    tx.send(chunk).await.unwrap();
+                }
+            }
+            // 24 000 frames = 96 044 bytes: one complete chunk on disk.
+            for _ in 0..200 {
+                let sealed = recs
+                    .storage()
+                    .list("")
+                    .unwrap()
+                    .iter()
+                    .any(|o| o.partial && o.size > CHUNK_BYTES);
+                if sealed && tx.capacity() == tx.max_capacity() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            task.abort();
+            let _ = task.await;
+            drop(tx);
+
+            let recovered = recs.recover().await.unwrap();
+            assert_eq!(recovered.len(), 1);
+            let rec = &recovered[0];
+            assert_eq!(rec.status, RecordingStatus::Interrupted);
+            let frames = (CHUNK_BYTES - 44) / 4;
+            assert_eq!(rec.duration_ms, Some((frames / 8) as i64));
+            assert_eq!(rec.bytes, Some(CHUNK_BYTES as i64));
+            let (_, mut r) = recs.open_wav(&t.id, &rec.id).await.unwrap();
+            let mut wav_bytes = Vec::new();
+            r.read_to_end(&mut wav_bytes).unwrap();
+            let info = wav::parse(&wav_bytes, wav_bytes.len() as u64).unwrap();
+            assert_eq!(info.data_len, frames * 4);
+            // Frame 200 is in 20 ms slot 1: caller +1, agent -1.
+            let at = 44 + 200 * 4;
+            assert_eq!(&wav_bytes[at..at + 4], &[1, 0, 0xff, 0xff]);
+            let logs = store.list_call_logs(&t.id, &call_id).await.unwrap();
+            assert!(logs.iter().any(|l| l.event == "recording_interrupted"));
+            assert_eq!(
+                store.get_call(&t.id, &call_id).await.unwrap().status,
+                CallStatus::Interrupted
+            );
+            // Nothing left to recover.
+            assert!(recs.recover().await.unwrap().is_empty());
+        }
+    }
+}
