@@ -376,7 +376,7 @@ async fn graceful_shutdown_finalises_open_recordings() {
 }
 
 /// `callstream recording key export` against `data_dir`; the key file.
-fn export_key(data_dir: &Path, tenant: &str, out: &Path) {
+fn export_key(data_dir: &Path, tenant: &str, out: &Path, identities: usize) {
     let res = Command::new(BIN)
         .args([
             "recording",
@@ -400,8 +400,8 @@ fn export_key(data_dir: &Path, tenant: &str, out: &Path) {
         text.lines()
             .filter(|l| l.starts_with("AGE-SECRET-KEY-1"))
             .count(),
-        1,
-        "one identity"
+        identities,
+        "{identities} identities"
     );
     assert!(!String::from_utf8_lossy(&res.stderr).contains("AGE-SECRET-KEY"));
     std::fs::write(out, text).unwrap();
@@ -440,7 +440,7 @@ async fn the_age_cli_decrypts_a_recording_with_the_exported_key() {
 
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("tenant.key");
-    export_key(&server.state.config.data_dir, &server.tenant_id, &key);
+    export_key(&server.state.config.data_dir, &server.tenant_id, &key, 1);
     let files = files_under(&server.state.config.recording_dir());
     assert_eq!(files.len(), 1);
     let wav = age_decrypt(&key, &files[0]);
@@ -451,21 +451,47 @@ async fn the_age_cli_decrypts_a_recording_with_the_exported_key() {
     assert_eq!(left[..want_caller.len()], want_caller[..]);
     assert_eq!(right[..want_agent.len()], want_agent[..]);
 
+    // After a rotation the export holds both keys, and the old recording
+    // still decrypts.
+    let out = Command::new(BIN)
+        .args([
+            "recording",
+            "key",
+            "rotate",
+            "--tenant",
+            &server.tenant_id,
+            "--data-dir",
+        ])
+        .arg(&server.state.config.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rotated["public_key"].as_str().unwrap().starts_with("age1"));
+    export_key(&server.state.config.data_dir, &server.tenant_id, &key, 2);
+    assert_eq!(age_decrypt(&key, &files[0]), wav);
+
     // sox reads it too.
     let path = dir.path().join("call.wav");
     std::fs::write(&path, &wav).unwrap();
-    let sox = Command::new("soxi").arg("-s").arg(&path).output();
-    if let Ok(out) = sox {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            left.len().to_string()
-        );
-    }
+    let out = Command::new("sox")
+        .args(["--i", "-s"])
+        .arg(&path)
+        .output()
+        .expect("sox is installed (scripts/setup.sh sox)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        left.len().to_string()
+    );
     server.shutdown().await;
 }
 
@@ -623,7 +649,7 @@ async fn a_killed_gateway_recovers_every_complete_chunk_on_restart() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].to_string_lossy().ends_with(".wav.age"));
     let key = dir.path().join("tenant.key");
-    export_key(&data, &tenant_id, &key);
+    export_key(&data, &tenant_id, &key, 1);
     let wav = age_decrypt(&key, &files[0]);
     let (left, right) = stereo(&wav);
     let recovered = left.len() as u64;

@@ -637,6 +637,13 @@ mod tests {
     }
 
     #[test]
+    fn readers_and_writers_cross_threads() {
+        fn send<T: Send + 'static>() {}
+        send::<WavReader>();
+        send::<SpoolWriter>();
+    }
+
+    #[test]
     fn writes_through_predicts_chunk_io() {
         let (_d, s, _id, r) = setup();
         let mut w = SpoolWriter::create(&s, "t/z.spool", &r).unwrap();

@@ -191,8 +191,9 @@ impl Recordings {
 
     /// Opens a tenant's recording as its decrypted WAV, `Read + Seek`
     /// (blocking reads: use it from `spawn_blocking`, or stream it from a
-    /// blocking task). Only completed and interrupted recordings are
-    /// readable; another tenant's id is `NotFound`.
+    /// blocking task). Readable: completed and interrupted recordings, and
+    /// a failed one that still has a file (its sink overflowed: the start is
+    /// there, the end is missing). Another tenant's id is `NotFound`.
     pub async fn open_wav(
         &self,
         tenant_id: &str,
@@ -203,10 +204,12 @@ impl Recordings {
             .store
             .get_recording(tenant_id, recording_id)
             .await?;
-        if !matches!(
-            rec.status,
-            RecordingStatus::Completed | RecordingStatus::Interrupted
-        ) {
+        let readable = match rec.status {
+            RecordingStatus::Completed | RecordingStatus::Interrupted => true,
+            RecordingStatus::Failed => rec.bytes.is_some(),
+            RecordingStatus::Recording | RecordingStatus::Deleted => false,
+        };
+        if !readable {
             return Err(RecordingError::NotReadable(rec.status));
         }
         let (Some(path), Some(key_id)) = (rec.storage_path.clone(), rec.key_id.clone()) else {
