@@ -2,8 +2,11 @@
 # Load test: a release gateway on SQLite plus `callstream loadgen` on this
 # machine. Prints the loadgen's JSON report with the gateway's CPU time added
 # (cpu_s; cpu_ms_per_stream_second = CPU ms the gateway spent per second of
-# one stream's audio).
-# Usage: [RAMP=SECS] [TURNS=1] scripts/loadtest.sh STREAMS [DURATION_SECS] [extra serve args...]
+# one stream's audio). RECORDING=off runs the gateway without recording
+# (default on), to compare; with it on, the report adds what the recordings
+# took: recording_bytes_per_minute (encrypted bytes per recorded minute of
+# stereo audio) and the outcomes of the recordings.
+# Usage: [RAMP=SECS] [TURNS=1] [RECORDING=on|off] scripts/loadtest.sh STREAMS [DURATION_SECS] [extra serve args...]
 # TURNS=1: caller and agent take turns (a conversation) instead of double talk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +14,11 @@ streams=${1:-100}
 duration=${2:-20}
 shift $(( $# > 2 ? 2 : $# ))
 ulimit -n "$(ulimit -Hn)"
+case "${RECORDING:-on}" in
+  on) recording=true ;;
+  off) recording=false ;;
+  *) echo "RECORDING must be on or off" >&2; exit 2 ;;
+esac
 cargo build --release --quiet
 bin=target/release/callstream
 dir=$(mktemp -d)
@@ -18,7 +26,7 @@ port=$(( 20000 + RANDOM % 20000 ))
 sid=AC$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 token=$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 "$bin" tenant create LoadTest --data-dir "$dir" --twilio-account-sid "$sid" --twilio-auth-token "$token" >/dev/null
-CALLSTREAM_LOG=warn "$bin" serve --data-dir "$dir" --listen "127.0.0.1:$port" "$@" 2>"$dir/serve.log" &
+CALLSTREAM_RECORDING__ENABLED=$recording CALLSTREAM_LOG=warn "$bin" serve --data-dir "$dir" --listen "127.0.0.1:$port" "$@" 2>"$dir/serve.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; cp "$dir/serve.log" "${TMPDIR:-/tmp}/callstream-loadtest.log"; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
@@ -29,11 +37,32 @@ report=$("$bin" loadgen --url "ws://127.0.0.1:$port/v1/providers/twilio/stream" 
   --account-sid "$sid" --auth-token "$token" --streams "$streams" --duration "$duration" \
   --audio media-fixtures/jfk.wav --ramp "${RAMP:-5}" ${TURNS:+--turns})
 after=$(cpu)
-python3 - "$report" "$before" "$after" "$ticks" "$streams" "$duration" <<'PY'
-import json, sys
+python3 - "$report" "$before" "$after" "$ticks" "$streams" "$duration" "$recording" "$port" <<'PY'
+import json, sys, time, urllib.request
 r = json.loads(sys.argv[1])
 cpu = (float(sys.argv[3]) - float(sys.argv[2])) / float(sys.argv[4])
 r["gateway_cpu_s"] = round(cpu, 2)
 r["gateway_cpu_ms_per_stream_second"] = round(1000 * cpu / (int(sys.argv[5]) * int(sys.argv[6])), 3)
+r["recording"] = sys.argv[7] == "true"
+if r["recording"]:
+    def metrics():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[8]}/metrics").read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+    # Recordings are finalised just after their streams stop.
+    for _ in range(100):
+        m = metrics()
+        done = sum(m.get(f'callstream_recordings_total{{outcome="{o}"}}', 0) for o in ("completed", "failed", "interrupted"))
+        if done >= r.get("streams", 0):
+            break
+        time.sleep(0.1)
+    secs = m.get("callstream_recording_seconds_total", 0)
+    r["recordings_completed"] = int(m.get('callstream_recordings_total{outcome="completed"}', 0))
+    r["recordings_failed"] = int(m.get('callstream_recordings_total{outcome="failed"}', 0))
+    r["recording_bytes_per_minute"] = round(m.get("callstream_recording_bytes_total", 0) * 60 / secs) if secs else None
 print(json.dumps(r))
 PY

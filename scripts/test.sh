@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Build dependencies and the Whisper model, plus the tools the tests use to
-# make real speech (espeak-ng, sox).
-bash scripts/setup.sh espeak-ng sox
+# make real speech (espeak-ng, sox) and to decrypt recordings independently
+# of our code (the age CLI).
+bash scripts/setup.sh espeak-ng sox age
 
 # PostgreSQL: the repository tests run against it as well as SQLite.
 if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then

@@ -54,6 +54,8 @@ pub struct Config {
     pub asr: AsrConfig,
     /// Telephony provider APIs.
     pub providers: ProvidersConfig,
+    /// Encrypted call recordings.
+    pub recording: RecordingConfig,
     /// How long open sessions get to finish on shutdown before being forced.
     pub shutdown_grace_secs: u64,
 }
@@ -139,6 +141,41 @@ impl Default for TwilioConfig {
     }
 }
 
+/// Call recording settings. Recordings are age files (X25519, 64 KiB
+/// ChaCha20-Poly1305 chunks) of stereo WAVs, encrypted to per-tenant keys
+/// that are themselves wrapped by the master key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Record streamed calls.
+    pub enabled: bool,
+    /// Root of the local recording storage. Default `{data_dir}/recordings`.
+    pub dir: Option<PathBuf>,
+    /// File holding the master key (64 hex digits) that wraps tenant keys;
+    /// created with mode 0600 on first start when absent. Default
+    /// `{data_dir}/keys/master.key`. Unused when `master_key` is set.
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself, 64 hex digits (e.g. from
+    /// `CALLSTREAM_RECORDING__MASTER_KEY`). Every node of a cluster needs
+    /// the same one. Never logged, never stored in the database.
+    pub master_key: Option<crate::secret::Secret>,
+    /// Longest recording; audio past it is not written (bounds the storage
+    /// one call can take).
+    pub max_duration_secs: u64,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            master_key_file: None,
+            master_key: None,
+            max_duration_secs: 4 * 3600,
+        }
+    }
+}
+
 impl TwilioConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -182,6 +219,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             asr: AsrConfig::default(),
             providers: ProvidersConfig::default(),
+            recording: RecordingConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -318,6 +356,11 @@ impl Config {
                 "ASR__MAX_UTTERANCE_MS" => asr.max_utterance_ms,
                 "PROVIDERS__TWILIO__API_BASE_URL" => providers.twilio.api_base_url,
                 "PROVIDERS__TWILIO__REQUEST_TIMEOUT_MS" => providers.twilio.request_timeout_ms,
+                "RECORDING__ENABLED" => recording.enabled,
+                "RECORDING__DIR" => recording.dir as opt,
+                "RECORDING__MASTER_KEY_FILE" => recording.master_key_file as opt,
+                "RECORDING__MASTER_KEY" => recording.master_key as opt,
+                "RECORDING__MAX_DURATION_SECS" => recording.max_duration_secs,
             );
         }
         Ok(())
@@ -435,7 +478,39 @@ impl Config {
                 "must be between 100 and 120000",
             ));
         }
+        let r = &self.recording;
+        if let Some(key) = &r.master_key {
+            let k = key.expose().trim();
+            if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "recording.master_key",
+                    "must be 64 hex digits (32 bytes)",
+                ));
+            }
+        }
+        if !(60..=48 * 3600).contains(&r.max_duration_secs) {
+            return Err(invalid(
+                "recording.max_duration_secs",
+                "must be between 60 and 172800",
+            ));
+        }
         Ok(())
+    }
+
+    /// Root of the local recording storage.
+    pub fn recording_dir(&self) -> PathBuf {
+        self.recording
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("recordings"))
+    }
+
+    /// Where the recording master key is kept when not given directly.
+    pub fn master_key_file(&self) -> PathBuf {
+        self.recording
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("master.key"))
     }
 
     /// The base URL providers call, defaulting to `http://{listen}`.
@@ -532,6 +607,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ConfigError::UnknownEnv(_)), "{err}");
+    }
+
+    #[test]
+    fn recording_settings_and_a_bad_master_key_that_is_not_echoed() {
+        let key = "ab".repeat(32);
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("CALLSTREAM_RECORDING__ENABLED", "false"),
+                ("CALLSTREAM_RECORDING__MASTER_KEY", &key),
+                ("CALLSTREAM_RECORDING__DIR", "/srv/rec"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(!cfg.recording.enabled);
+        assert_eq!(cfg.recording_dir(), PathBuf::from("/srv/rec"));
+        assert_eq!(cfg.master_key_file(), PathBuf::from("data/keys/master.key"));
+        assert!(!format!("{cfg:?}").contains(&key));
+
+        let bad = "not-hex-secret-value";
+        let err = Config::load(
+            None,
+            env(&[("CALLSTREAM_RECORDING__MASTER_KEY", bad)]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("recording.master_key"), "{err}");
+        assert!(!err.to_string().contains(bad));
     }
 
     #[test]

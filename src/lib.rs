@@ -15,6 +15,7 @@ pub mod media;
 pub mod metrics;
 pub mod phone;
 pub mod providers;
+pub mod recording;
 pub mod secret;
 pub mod store;
 

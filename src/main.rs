@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use url::Url;
 
+use callstream::api::recording::RecordingSinks;
 use callstream::api::transcription::TranscriptionSinks;
 use callstream::config::{Config, Overrides};
 use callstream::secret::Secret;
@@ -69,6 +70,44 @@ enum Command {
     /// Transcribe audio files with the local Whisper model; transcripts on
     /// stdout, per-file errors on stderr (exits non-zero if any file failed).
     Transcribe(callstream::asr::batch::TranscribeArgs),
+    /// Manage encrypted call recordings.
+    Recording {
+        #[command(subcommand)]
+        command: RecordingCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordingCommand {
+    /// Tenant recording keys.
+    Key {
+        #[command(subcommand)]
+        command: RecordingKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordingKeyCommand {
+    /// Print a tenant's age identities (AGE-SECRET-KEY-1…, every key, oldest
+    /// first, each with its key id), for `age -d -i FILE recording.wav.age`.
+    /// The only way a key leaves the gateway: keep the output secret.
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        tenant: String,
+        /// Only this key (a recording's `key_id`).
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+    /// Retire the tenant's active recording key and make a new one; older
+    /// recordings stay readable with their own key. Prints the new key's id.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -321,6 +360,9 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Recording {
+            command: RecordingCommand::Key { command },
+        } => recording_key(command).await,
         Command::Transcribe(args) => {
             let files = args.files.len();
             let summary = callstream::asr::batch::run(args, &mut std::io::stdout().lock()).await?;
@@ -378,6 +420,58 @@ async fn user_create(
     Ok(())
 }
 
+async fn recording_key(command: RecordingKeyCommand) -> anyhow::Result<()> {
+    let (config, tenant) = match &command {
+        RecordingKeyCommand::Export { config, tenant, .. }
+        | RecordingKeyCommand::Rotate { config, tenant } => (config, tenant.clone()),
+    };
+    let cfg = config.load(Overrides::default())?;
+    let store = Store::connect(&cfg.database_url()).await?;
+    store.get_tenant(&tenant).await.context("unknown tenant")?;
+    let ring = callstream::recording::keyring(&cfg, store.clone())?;
+    match command {
+        RecordingKeyCommand::Export { key_id, .. } => {
+            let all = ring.identities(&tenant).await?;
+            let chosen: Vec<_> = all
+                .iter()
+                .filter(|k| key_id.as_deref().is_none_or(|id| id == k.key.id))
+                .collect();
+            if chosen.is_empty() {
+                bail!("the tenant has no recording key with that id");
+            }
+            let mut out = String::new();
+            for k in &chosen {
+                let created = time::OffsetDateTime::from_unix_timestamp(k.key.created_at / 1000)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "# callstream tenant: {tenant}\n# key id: {} ({})\n# created: {created}\n# public key: {}\n{}\n",
+                    k.key.id,
+                    k.key.status.as_str(),
+                    k.key.recipient,
+                    k.secret_string().expose(),
+                ));
+            }
+            print!("{out}");
+            let ids: Vec<&str> = chosen.iter().map(|k| k.key.id.as_str()).collect();
+            tracing::warn!(tenant_id = %tenant, key_ids = ?ids, "recording keys exported");
+        }
+        RecordingKeyCommand::Rotate { .. } => {
+            let key = ring.rotate(&tenant).await?;
+            println!(
+                "{}",
+                serde_json::json!({"tenant_id": tenant, "key_id": key.id, "public_key": key.recipient})
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
@@ -429,6 +523,36 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tracker: state.sessions.tracker(),
             metrics: state.metrics.clone(),
         });
+    }
+    if cfg.recording.enabled {
+        let recordings = callstream::recording::Recordings::from_config(
+            &cfg,
+            store.clone(),
+            state.metrics.clone(),
+        )
+        .context("cannot set up recording storage and keys")?;
+        // Before any stream: what a killed run left open is finalised and
+        // marked interrupted (every complete encryption chunk kept).
+        let recovered = recordings
+            .recover()
+            .await
+            .context("cannot look for unfinished recordings")?;
+        if !recovered.is_empty() {
+            tracing::warn!(
+                count = recovered.len(),
+                "recordings recovered from a previous run"
+            );
+        }
+        tracing::info!(dir = %cfg.recording_dir().display(), "recording on");
+        state.sinks = Arc::new(RecordingSinks {
+            recordings: recordings.clone(),
+            queue: cfg.stream.recording_queue,
+            tracker: state.sessions.tracker(),
+            next: state.sinks.clone(),
+        });
+        state.recordings = Some(recordings);
+    } else {
+        tracing::info!("recording off (recording.enabled = false)");
     }
     callstream::serve(listener, state, shutdown_signal()).await?;
     store.close().await;

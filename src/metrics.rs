@@ -24,6 +24,13 @@ pub const DROP_REASONS: &[&str] = &[
     "recording_overflow",
 ];
 
+/// How recordings end; fixed so label cardinality is bounded.
+pub const RECORDING_OUTCOMES: &[&str] = &["completed", "interrupted", "failed"];
+
+/// Why a recording failed: storage (full, unwritable), key (tenant key
+/// unavailable), database, overflow (the writer fell a minute behind).
+pub const RECORDING_FAILURES: &[&str] = &["storage", "key", "database", "overflow"];
+
 pub struct Metrics {
     registry: Registry,
     pub active_streams: IntGauge,
@@ -35,6 +42,12 @@ pub struct Metrics {
     pub final_latency: Histogram,
     streams_total: IntCounterVec,
     pub stream_rejections: IntCounterVec,
+    recordings_total: IntCounterVec,
+    recording_failures: IntCounterVec,
+    /// Ciphertext bytes of finalised recordings.
+    pub recording_bytes: IntCounter,
+    /// Audio seconds in finalised recordings.
+    pub recording_seconds: prometheus::Counter,
 }
 
 impl Metrics {
@@ -117,6 +130,32 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let recordings_total = IntCounterVec::new(
+            Opts::new(
+                "callstream_recordings_total",
+                "Recordings finalised, by outcome (completed, interrupted: recovered after a crash, failed)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let recording_failures = IntCounterVec::new(
+            Opts::new(
+                "callstream_recording_failures_total",
+                "Recordings that failed while the call went on, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let recording_bytes = IntCounter::new(
+            "callstream_recording_bytes_total",
+            "Encrypted bytes of finalised recordings",
+        )
+        .expect("valid metric");
+        let recording_seconds = prometheus::Counter::new(
+            "callstream_recording_seconds_total",
+            "Seconds of audio in finalised recordings",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(active_streams.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(frames_in.clone()),
@@ -127,11 +166,21 @@ impl Metrics {
             Box::new(final_latency.clone()),
             Box::new(streams_total.clone()),
             Box::new(stream_rejections.clone()),
+            Box::new(recordings_total.clone()),
+            Box::new(recording_failures.clone()),
+            Box::new(recording_bytes.clone()),
+            Box::new(recording_seconds.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
         for reason in DROP_REASONS {
             frames_dropped.with_label_values(&[reason]);
+        }
+        for outcome in RECORDING_OUTCOMES {
+            recordings_total.with_label_values(&[outcome]);
+        }
+        for reason in RECORDING_FAILURES {
+            recording_failures.with_label_values(&[reason]);
         }
         Self {
             registry,
@@ -144,6 +193,10 @@ impl Metrics {
             final_latency,
             streams_total,
             stream_rejections,
+            recordings_total,
+            recording_failures,
+            recording_bytes,
+            recording_seconds,
         }
     }
 
@@ -166,6 +219,22 @@ impl Metrics {
 
     pub fn rejected(&self, reason: &'static str) {
         self.stream_rejections.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a finalised recording; `outcome` is one of [`RECORDING_OUTCOMES`].
+    pub fn recording_ended(&self, outcome: &'static str) {
+        debug_assert!(RECORDING_OUTCOMES.contains(&outcome));
+        self.recordings_total.with_label_values(&[outcome]).inc();
+    }
+
+    /// Counts a recording failure; `reason` is one of [`RECORDING_FAILURES`].
+    pub fn recording_failed(&self, reason: &'static str) {
+        debug_assert!(RECORDING_FAILURES.contains(&reason));
+        self.recording_failures.with_label_values(&[reason]).inc();
+    }
+
+    pub fn recording_failure_count(&self, reason: &str) -> u64 {
+        self.recording_failures.with_label_values(&[reason]).get()
     }
 
     /// The Prometheus text exposition of every metric.

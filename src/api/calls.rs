@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Auth;
 use super::error::ApiQuery;
 use super::{AppError, AppState};
-use crate::store::{Call, CallLog, CallPage, Transcript};
+use crate::store::{Call, CallLog, CallPage, Recording, Transcript};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +43,8 @@ pub struct CallDetail {
     logs: Vec<CallLog>,
     /// The call's transcript status and, once the call has ended, its summary.
     transcript: Option<Transcript>,
+    /// The call's recording (`recording_id`): status, duration, size.
+    recording: Option<Recording>,
 }
 
 pub async fn get(
@@ -56,9 +58,14 @@ pub async fn get(
         Some(t) => Some(state.store.get_transcript(&who.tenant_id, t).await?),
         None => None,
     };
+    let recording = match &call.recording_id {
+        Some(r) => Some(state.store.get_recording(&who.tenant_id, r).await?),
+        None => None,
+    };
     Ok(Json(CallDetail {
         call,
         logs,
         transcript,
+        recording,
     }))
 }

@@ -8,6 +8,7 @@ mod error;
 pub mod rbac;
 pub mod routes;
 mod settings;
+pub mod recording;
 pub mod stream;
 pub mod transcription;
 mod twilio_auth;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub sinks: Arc<dyn SinkFactory>,
     /// Live caption feeds of the calls streaming on this node.
     pub captions: crate::asr::captions::CaptionHub,
+    /// Encrypted recordings (read, store, delete); `None` when recording is off.
+    pub recordings: Option<crate::recording::Recordings>,
 }
 
 impl AppState {
@@ -57,6 +60,7 @@ impl AppState {
             token_secret: Arc::new(token_secret),
             sinks: Arc::new(stream::NoSinks),
             captions: crate::asr::captions::CaptionHub::new(),
+            recordings: None,
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   ingest and the recording are unaffected.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -43,6 +45,7 @@ pub struct SpillingSender<T> {
     backlog: VecDeque<T>,
     max_backlog: usize,
     failed: Option<SinkError>,
+    failure_flag: Option<Arc<AtomicBool>>,
 }
 
 impl<T> SpillingSender<T> {
@@ -55,6 +58,24 @@ impl<T> SpillingSender<T> {
             backlog: VecDeque::new(),
             max_backlog,
             failed: None,
+            failure_flag: None,
+        }
+    }
+
+    /// Also raises `flag` when this sender fails. A consumer sees its
+    /// channel close the same way whether the stream ended or the sender gave
+    /// up; the flag tells it the audio it got is incomplete.
+    pub fn with_failure_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.failure_flag = Some(flag);
+        self
+    }
+
+    fn fail(&mut self, err: SinkError) {
+        if self.failed.is_none() {
+            self.failed = Some(err);
+            if let Some(flag) = &self.failure_flag {
+                flag.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -69,13 +90,13 @@ impl<T> SpillingSender<T> {
             match self.tx.try_send(item) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(item)) => self.backlog.push_back(item),
-                Err(mpsc::error::TrySendError::Closed(_)) => self.failed = Some(SinkError::Closed),
+                Err(mpsc::error::TrySendError::Closed(_)) => self.fail(SinkError::Closed),
             }
         } else if self.failed.is_none() {
             self.backlog.push_back(item);
         }
         if self.failed.is_none() && self.backlog.len() > self.max_backlog {
-            self.failed = Some(SinkError::Overflow);
+            self.fail(SinkError::Overflow);
         }
         self.failed.map_or(Ok(()), Err)
     }
@@ -90,7 +111,7 @@ impl<T> SpillingSender<T> {
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.failed = Some(SinkError::Closed);
+                    self.fail(SinkError::Closed);
                     self.backlog.clear();
                     return;
                 }
@@ -178,6 +199,18 @@ mod tests {
         assert!(s.send(2).is_ok());
         assert_eq!(s.send(3), Err(SinkError::Overflow));
         assert_eq!(s.send(4), Err(SinkError::Overflow));
+    }
+
+    #[tokio::test]
+    async fn failure_raises_the_flag() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let (tx, _rx) = mpsc::channel(1);
+        let mut s = SpillingSender::new(tx, 1).with_failure_flag(flag.clone());
+        s.send(0).unwrap();
+        s.send(1).unwrap();
+        assert!(!flag.load(Ordering::Acquire));
+        assert!(s.send(2).is_err());
+        assert!(flag.load(Ordering::Acquire));
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 
 mod api_keys;
 mod calls;
+mod recordings;
 mod tenants;
 mod transcripts;
 mod users;
@@ -18,6 +19,10 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
 pub use calls::{Call, CallLog, CallPage, CallStatus, Direction, StreamCall};
+pub use recordings::{
+    NewRecording, NewRecordingKey, Recording, RecordingKey, RecordingKeyStatus, RecordingOutcome,
+    RecordingSource, RecordingStatus,
+};
 pub use tenants::{Quotas, Tenant, TenantSettings, TwilioCredentials};
 pub use transcripts::{Segment, Transcript, TranscriptStatus};
 pub use users::{NewUser, User};
