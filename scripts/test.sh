@@ -28,3 +28,7 @@ fi
 bash scripts/setup-browser.sh
 
 cargo test --release --all-targets "$@"
+
+# The API fuzzed from its own OpenAPI document (fails on any 5xx or a
+# response that contradicts the document).
+bash scripts/fuzz-api.sh

@@ -5,6 +5,7 @@ mod auth;
 mod calls;
 mod captions;
 mod error;
+pub mod openapi;
 pub mod rbac;
 pub mod recording;
 pub mod routes;

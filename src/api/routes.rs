@@ -15,7 +15,8 @@ use axum::Router;
 
 use super::auth::{require, Guard};
 use super::rbac::Permission;
-use super::{calls, captions, settings, stream, ui, AppState};
+use super::{calls, captions, openapi, settings, stream, ui, AppState};
+use crate::store::TenantSettings;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct Route {
     /// axum path syntax: `/v1/calls/{id}`.
     pub path: &'static str,
     pub access: Access,
+    /// What the OpenAPI document says of it (see [`super::openapi`]).
+    pub doc: super::openapi::Doc,
     handler: MethodRouter<AppState>,
 }
 
@@ -62,6 +65,7 @@ macro_rules! constructors {
                 method: Method::$method,
                 path,
                 access,
+                doc: super::openapi::Doc::default(),
                 handler: routing::$fn(handler),
             }
         }
@@ -70,6 +74,30 @@ macro_rules! constructors {
 
 impl Route {
     constructors!(get => GET, post => POST, put => PUT, patch => PATCH, delete => DELETE);
+
+    /// One line for the API docs.
+    pub fn summary(mut self, summary: &'static str) -> Self {
+        self.doc.summary = Some(summary);
+        self
+    }
+
+    /// The JSON request body's type, for the OpenAPI document.
+    pub fn body<T: utoipa::ToSchema>(mut self) -> Self {
+        self.doc.body = Some(super::openapi::schema_of::<T>);
+        self
+    }
+
+    /// The query parameters' type.
+    pub fn query<T: utoipa::IntoParams>(mut self) -> Self {
+        self.doc.query = Some(super::openapi::query_of::<T>);
+        self
+    }
+
+    /// The 200 response's JSON type.
+    pub fn returns<T: utoipa::ToSchema>(mut self) -> Self {
+        self.doc.response = Some(super::openapi::schema_of::<T>);
+        self
+    }
 }
 
 /// Every route the gateway serves, one line each (kept as a table, hence
@@ -83,14 +111,16 @@ pub fn routes() -> Vec<Route> {
         Route::get("/metrics", Public("Prometheus scrape: aggregate counters, no tenant ids or data"), super::metrics),
         Route::get("/ui/calls/{id}", Public("static page; holds no data, its API calls carry the key"), ui::page),
         Route::get("/ui/assets/{file}", Public("static script and styles"), ui::asset),
+        Route::get("/openapi.json", Public("the API's description; no tenant data"), openapi::openapi_json).summary("this OpenAPI document"),
+        Route::get("/docs", Public("the API's description; no tenant data"), openapi::docs_page).summary("API docs page"),
         Route::get("/v1/providers/twilio/stream", Public("Twilio media stream: X-Twilio-Signature or per-call stream token"), stream::twilio_upgrade),
         Route::get("/v1/calls", Key(CallsRead), calls::list),
         Route::get("/v1/calls/{id}", Key(CallsRead), calls::get),
         Route::get("/v1/calls/{id}/captions", KeyOrQueryToken(TranscriptsRead), captions::captions),
         Route::get("/v1/calls/{id}/transcript", Key(TranscriptsRead), captions::transcript),
-        Route::post("/v1/calls/{id}/stream/messages", Key(CallsControl), stream::send_to_stream),
-        Route::get("/v1/settings/telephony", Key(SettingsRead), settings::get),
-        Route::put("/v1/settings/telephony", Key(SettingsManage), settings::put),
+        Route::post("/v1/calls/{id}/stream/messages", Key(CallsControl), stream::send_to_stream).body::<stream::Outbound>().summary("send media, a mark or clear back on the call's open stream"),
+        Route::get("/v1/settings/telephony", Key(SettingsRead), settings::get).returns::<TenantSettings>().summary("the tenant's telephony settings"),
+        Route::put("/v1/settings/telephony", Key(SettingsManage), settings::put).body::<TenantSettings>().returns::<TenantSettings>().summary("replace the telephony settings (every field)"),
     ]
 }
 

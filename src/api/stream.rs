@@ -83,7 +83,7 @@ impl SinkFactory for NoSinks {
 // Session registry
 
 /// Messages the gateway sends back on a bidirectional stream.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outbound {
     /// Base64 μ-law 8 kHz audio to play to the caller.

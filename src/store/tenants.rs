@@ -18,7 +18,7 @@ pub struct Tenant {
 /// without migrations; rows written before a field existed read its
 /// default. Unknown keys are kept out by [`TenantSettings::validate`]'s
 /// callers (the API parses with `deny_unknown_fields`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantSettings {
     /// Redact card numbers, phone numbers, e-mail and SSN-like numbers from
@@ -50,7 +50,9 @@ impl Default for TenantSettings {
 }
 
 /// Per-tenant limits; `None` is unlimited, 0 allows nothing.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct Quotas {
     /// Media streams open at once.
