@@ -19,17 +19,9 @@ case "${RECORDING:-on}" in
   off) recording=false ;;
   *) echo "RECORDING must be on or off" >&2; exit 2 ;;
 esac
-cargo build --release --quiet
-bin=target/release/callstream
-dir=$(mktemp -d)
-port=$(( 20000 + RANDOM % 20000 ))
-sid=AC$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-token=$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-"$bin" tenant create LoadTest --data-dir "$dir" --twilio-account-sid "$sid" --twilio-auth-token "$token" >/dev/null
-CALLSTREAM_RECORDING__ENABLED=$recording CALLSTREAM_LOG=warn "$bin" serve --data-dir "$dir" --listen "127.0.0.1:$port" "$@" 2>"$dir/serve.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; cp "$dir/serve.log" "${TMPDIR:-/tmp}/callstream-loadtest.log"; rm -rf "$dir"' EXIT
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+source scripts/lib/gateway.sh
+trap 'stop_gateway "${TMPDIR:-/tmp}/callstream-loadtest.log"' EXIT
+CALLSTREAM_RECORDING__ENABLED=$recording start_gateway LoadTest "$@"
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 before=$(cpu)

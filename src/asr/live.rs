@@ -838,32 +838,11 @@ mod tests {
     }
 
     /// Feeds `pattern` (true = voice, false = silence) in 20 ms frames on one
-    /// track, with matching wideband chunks.
+    /// track, with matching wideband chunks; a driver with a free decoder
+    /// slot takes each partial at once.
     fn feed(lt: &mut Driven, track: Track, pattern: &[bool], from_frame: usize) {
         for (k, speech) in pattern.iter().enumerate() {
-            let i = from_frame + k;
-            let samples = if *speech {
-                voiced(160, i * 160)
-            } else {
-                vec![0i16; 160]
-            };
-            let wide: Vec<f32> = samples
-                .iter()
-                .flat_map(|s| [*s as f32 / 32768.0; 2])
-                .collect();
-            lt.handle_narrowband(&PcmChunk {
-                track,
-                sample_rate: 8000,
-                start_sample: i as u64 * 160,
-                samples,
-                silence: !speech,
-            });
-            lt.handle_wideband(&WidebandChunk {
-                track,
-                start_sample: i as u64 * 320,
-                samples: wide,
-            });
-            // A driver with a free decoder slot takes partials at once.
+            feed_busy(&mut lt.lt, track, &[*speech], from_frame + k);
             while let Some(t) = lt.poll_partial_ready() {
                 if let Some(r) = lt.take_partial(t) {
                     lt.taken.push_back(r);
