@@ -2,7 +2,6 @@
 //! call runs the sans-IO [`LiveTranscriber`] against the shared speech
 //! engine, persists finals, and publishes captions to the call's watchers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -188,8 +187,6 @@ impl CallTranscription {
         // Slots being waited for: partials per track, finals with their request.
         let mut slots: FuturesUnordered<BoxFuture<'static, (Permit, Pending)>> =
             FuturesUnordered::new();
-        // Finals in flight: (track, end of their utterance in call ms).
-        let mut final_ends: HashMap<u64, (crate::media::Track, u64)> = HashMap::new();
         let mut finals = Vec::new();
         let mut input_open = true;
         loop {
@@ -216,17 +213,7 @@ impl CallTranscription {
                     }
                 }
                 Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    let finals_before = self.live.finals_emitted();
                     self.live.handle_result(id, result);
-                    // Final latency: end of the final's audio to its text
-                    // (once per decode that produced finals).
-                    if let Some((track, end_ms)) = final_ends.remove(&id) {
-                        if self.live.finals_emitted() > finals_before {
-                            if let Some(l) = self.latency(track, end_ms) {
-                                self.metrics.final_latency.observe(l);
-                            }
-                        }
-                    }
                 }
                 else => {}
             }
@@ -236,11 +223,14 @@ impl CallTranscription {
                     async move { (slot.await, Pending::Partial(track)) },
                 ));
             }
-            while let Some(req) = self.live.poll_request() {
-                if req.kind == DecodeKind::Final {
-                    let end_ms = req.start_ms + req.audio.len() as u64 / 16;
-                    final_ends.insert(req.id, (req.track, end_ms));
+            // Final latency: end of the audio a batch of finals closes to
+            // their text, once per batch.
+            while let Some((track, end_ms)) = self.live.poll_final_timing() {
+                if let Some(l) = self.latency(track, end_ms) {
+                    self.metrics.final_latency.observe(l);
                 }
+            }
+            while let Some(req) = self.live.poll_request() {
                 let slot = self.engine.reserve(req.kind);
                 slots.push(Box::pin(async move { (slot.await, Pending::Final(req)) }));
             }

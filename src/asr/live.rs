@@ -45,6 +45,9 @@ const TAIL_MS: u64 = 300;
 /// A partial whose audio ran this far past the last speech heard all of
 /// the utterance: its text is the final, with no second decode.
 const REUSE_MARGIN_MS: u64 = 100;
+/// Silence after which a partial is taken at once, to become the final if
+/// the silence goes on to end the utterance.
+const ANTICIPATE_MS: u64 = 240;
 /// Shortest silence inside an utterance that a commit may cut in.
 const PAUSE_MS: u64 = 100;
 /// How far from a pause Whisper's estimate of a word boundary may be.
@@ -159,6 +162,8 @@ struct TrackState {
     last_words: Vec<Word>,
     /// Ready for a partial: waiting for the driver to take it.
     partial_ready: bool,
+    /// The call ended: closings no longer wait for audio.
+    finished: bool,
     /// Pauses (silence runs of at least [`PAUSE_MS`] that speech followed)
     /// in the open utterance, as 8 kHz positions: where a commit may cut.
     pauses: Vec<(u64, u64)>,
@@ -193,6 +198,7 @@ impl TrackState {
             window_start: 0,
             last_words: Vec::new(),
             partial_ready: false,
+            finished: false,
             pauses: Vec::new(),
             verifying: None,
             partial_upto: 0,
@@ -213,16 +219,22 @@ impl TrackState {
     /// Closes the open window at `end`; `last_speech` decides whether the
     /// last partial heard it all.
     fn close(&mut self, end: u64, last_speech: u64) {
+        let enough = last_speech + ms_to_samples(REUSE_MARGIN_MS);
         let reuse = self
             .heard
             .take()
-            .filter(|(upto, _)| *upto >= last_speech + ms_to_samples(REUSE_MARGIN_MS))
+            .filter(|(upto, _)| *upto >= enough)
             .map(|(_, hyps)| hyps);
+        // `partial_upto` is where the partial in flight (if any) ends.
+        let awaiting = self
+            .partial_in_flight
+            .filter(|_| reuse.is_none() && self.partial_upto >= enough);
         self.partial_ready = false;
         self.closing.push_back(Closing {
             start: self.window_start,
             end,
             reuse,
+            awaiting,
         });
     }
 
@@ -275,6 +287,9 @@ struct Closing {
     end: u64,
     /// The final's text from the last partial, when it heard everything.
     reuse: Option<Vec<Hypothesis>>,
+    /// A partial still running that heard everything: its answer is the
+    /// final (or, if it fails, the final is decoded after all).
+    awaiting: Option<u64>,
 }
 
 /// A request handed out: enough to place its answer.
@@ -301,8 +316,9 @@ pub struct LiveTranscriber {
     outstanding: Vec<Outstanding>,
     /// Tracks that became ready for a partial, oldest first.
     ready: VecDeque<Track>,
-    /// Final segments emitted so far.
-    finals_emitted: u64,
+    /// Per batch of finals emitted: track and the end of the audio they
+    /// close (call ms), to time them against its arrival.
+    final_timings: VecDeque<(Track, u64)>,
 }
 
 fn ms_to_samples(ms: u64) -> u64 {
@@ -323,7 +339,7 @@ impl LiveTranscriber {
             events: VecDeque::new(),
             outstanding: Vec::new(),
             ready: VecDeque::new(),
-            finals_emitted: 0,
+            final_timings: VecDeque::new(),
         }
     }
 
@@ -435,10 +451,15 @@ impl LiveTranscriber {
                         t.open_utterance(end, frame_end);
                     }
                     false
-                } else if frame_end - t.partial_upto >= ms_to_samples(config.partial_interval_ms)
-                    && t.partial_in_flight.is_none()
+                } else if t.partial_in_flight.is_none()
                     && !t.partial_ready
                     && t.wide_end_8k() > t.window_start
+                    && (frame_end - t.partial_upto >= ms_to_samples(config.partial_interval_ms)
+                        // Speech has probably ended: a partial now hears all
+                        // of it and will serve as the final, so the final
+                        // costs no second decode and comes sooner.
+                        || (t.silence_run == ms_to_samples(ANTICIPATE_MS)
+                            && t.partial_upto < last_speech + ms_to_samples(REUSE_MARGIN_MS)))
                 {
                     t.partial_ready = true;
                     true
@@ -494,10 +515,14 @@ impl LiveTranscriber {
         loop {
             let t = &mut self.tracks[track.index()];
             let Some(c) = t.closing.front() else { break };
-            if !force && c.reuse.is_none() && t.wide_end_8k() < c.end {
+            let force = force || t.finished;
+            if c.awaiting.is_some() || (!force && c.reuse.is_none() && t.wide_end_8k() < c.end) {
                 break;
             }
-            let Some(Closing { start, end, reuse }) = t.closing.pop_front() else {
+            let Some(Closing {
+                start, end, reuse, ..
+            }) = t.closing.pop_front()
+            else {
                 break;
             };
             // Anything still running for this track is now stale.
@@ -539,6 +564,7 @@ impl LiveTranscriber {
     pub fn finish(&mut self) {
         for track in Track::ALL {
             let t = &mut self.tracks[track.index()];
+            t.finished = true;
             if let Some((_, last_speech)) = t.utterance.take() {
                 let end = (last_speech + ms_to_samples(TAIL_MS)).min(t.vad_pos.max(last_speech));
                 t.close(end, last_speech);
@@ -578,6 +604,16 @@ impl LiveTranscriber {
         let t = &mut self.tracks[track.index()];
         match kind {
             DecodeKind::Partial => {
+                if let Some(c) = t.closing.iter_mut().find(|c| c.awaiting == Some(id)) {
+                    // The utterance closed while this partial, which heard
+                    // all of it, ran: it is the final (a failed one leaves
+                    // the final to be decoded).
+                    c.awaiting = None;
+                    c.reuse = result;
+                    t.partial_in_flight = None;
+                    self.flush_closing(track);
+                    return;
+                }
                 let current = t.partial_in_flight == Some(id);
                 if current {
                     t.partial_in_flight = None;
@@ -663,13 +699,13 @@ impl LiveTranscriber {
 
     /// Final segments from a final decode of audio at `start_ms`.
     fn push_finals(&mut self, track: Track, start_ms: u64, len_ms: u64, hyps: Vec<Hypothesis>) {
+        let before = self.events.len();
         for h in hyps {
             let text = h.text.trim().to_string();
             if is_annotation(&text) {
                 continue;
             }
             let (from, to) = (h.start_ms.min(len_ms), h.end_ms.min(len_ms));
-            self.finals_emitted += 1;
             self.events.push_back(CaptionEvent::Final(FinalSegment {
                 track,
                 start_ms: start_ms + from,
@@ -678,12 +714,15 @@ impl LiveTranscriber {
                 confidence: h.confidence,
             }));
         }
+        if self.events.len() > before {
+            self.final_timings.push_back((track, start_ms + len_ms));
+        }
     }
 
-    /// Final segments emitted since the start (to tell which decodes
-    /// produced finals: a commit that is not confirmed produces none).
-    pub fn finals_emitted(&self) -> u64 {
-        self.finals_emitted
+    /// For each batch of finals emitted: the track and the end (call ms) of
+    /// the audio they close. Final latency is timed from that audio's arrival.
+    pub fn poll_final_timing(&mut self) -> Option<(Track, u64)> {
+        self.final_timings.pop_front()
     }
 
     pub fn poll_event(&mut self) -> Option<CaptionEvent> {
@@ -693,6 +732,7 @@ impl LiveTranscriber {
     /// Nothing queued, nothing outstanding.
     pub fn is_idle(&self) -> bool {
         self.requests.is_empty()
+            && self.final_timings.is_empty()
             && self.outstanding.is_empty()
             && self.events.is_empty()
             && self.ready.is_empty()
@@ -1302,5 +1342,51 @@ mod tests {
         let end_ms = fin[0].start_ms + fin[0].audio.len() as u64 / 16;
         // Speech ended at 7.4 s; the final keeps a little of the pause.
         assert!((7_400..=7_800).contains(&end_ms), "{end_ms}");
+    }
+
+    #[test]
+    fn the_final_waits_for_a_partial_that_heard_everything() {
+        let mut lt = Driven::new(LiveConfig::default());
+        let text = |t: &str| {
+            Some(vec![Hypothesis {
+                start_ms: 0,
+                end_ms: 900,
+                text: t.into(),
+                confidence: Some(0.9),
+                words: Vec::new(),
+            }])
+        };
+        // 1 s of speech; the first partial at 0.7 s is answered at once.
+        feed(&mut lt, Track::Caller, &[true; 50], 0);
+        let p1 = next_partial(&mut lt, Track::Caller);
+        lt.handle_result(p1.id, text("hello"));
+        // A little silence: a partial is taken at once (speech may be over).
+        feed(&mut lt, Track::Caller, &[false; 20], 50);
+        let p2 = next_partial(&mut lt, Track::Caller);
+        // The utterance closes before it is answered: no final decode yet.
+        feed(&mut lt, Track::Caller, &[false; 30], 70);
+        assert!(finals(drain_requests(&mut lt)).is_empty());
+        assert!(!lt.is_idle());
+        // Its answer is the final.
+        lt.handle_result(p2.id, text("hello there"));
+        let finals_seen: Vec<_> = std::iter::from_fn(|| lt.poll_event())
+            .filter_map(|e| match e {
+                CaptionEvent::Final(f) => Some(f.text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(finals_seen, ["hello there"]);
+        assert!(lt.is_idle());
+
+        // Same again, but that partial fails: the final is decoded after all.
+        let mut lt = Driven::new(LiveConfig::default());
+        feed(&mut lt, Track::Agent, &[true; 50], 0);
+        let p1 = next_partial(&mut lt, Track::Agent);
+        lt.handle_result(p1.id, text("hello"));
+        feed(&mut lt, Track::Agent, &[false; 20], 50);
+        let p2 = next_partial(&mut lt, Track::Agent);
+        feed(&mut lt, Track::Agent, &[false; 30], 70);
+        lt.handle_result(p2.id, None);
+        assert_eq!(finals(drain_requests(&mut lt)).len(), 1);
     }
 }
