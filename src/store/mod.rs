@@ -5,6 +5,7 @@
 
 mod api_keys;
 mod calls;
+mod crm;
 mod tenants;
 mod transcripts;
 mod users;
@@ -17,7 +18,14 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
-pub use calls::{Call, CallLog, CallPage, CallStatus, Direction, StreamCall};
+pub use calls::{
+    Call, CallFilter, CallLog, CallPage, CallRecordUpdate, CallStatus, Direction, OutboundCallRow,
+    StreamCall,
+};
+pub use crm::{
+    Customer, CustomerPage, CustomerUpdate, NewCustomer, NewTicket, Ticket, TicketFilter, TicketPage,
+    TicketStatus, TicketUpdate,
+};
 pub use tenants::{Quotas, Tenant, TenantSettings, TwilioCredentials};
 pub use transcripts::{Segment, Transcript, TranscriptStatus};
 pub use users::{NewUser, User};
