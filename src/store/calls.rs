@@ -132,6 +132,14 @@ impl CallRecordUpdate {
     }
 }
 
+/// A call's recording as the call detail names it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecordingRef {
+    pub id: String,
+    pub status: String,
+    pub duration_ms: Option<i64>,
+}
+
 /// A bind value for queries assembled from optional filters.
 enum Bind {
     Text(String),
@@ -463,6 +471,30 @@ impl Store {
         rows.iter()
             .map(|r| Ok(r.try_get("number")?))
             .collect()
+    }
+
+    /// The call's latest recording, as a reference (no storage paths).
+    pub async fn call_recording_ref(
+        &self,
+        tenant_id: &str,
+        call_id: &str,
+    ) -> Result<Option<RecordingRef>> {
+        let row = sqlx::query(
+            "SELECT id, status, duration_ms FROM recordings WHERE tenant_id = $1 AND call_id = $2 \
+             AND status <> 'deleted' ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(call_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(RecordingRef {
+                id: r.try_get("id")?,
+                status: r.try_get("status")?,
+                duration_ms: r.try_get("duration_ms")?,
+            })
+        })
+        .transpose()
     }
 
     /// Appends one lifecycle event; rows are never updated.

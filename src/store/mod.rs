@@ -20,7 +20,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
 pub use calls::{
     Call, CallFilter, CallLog, CallPage, CallRecordUpdate, CallStatus, Direction, OutboundCallRow,
-    StreamCall,
+    RecordingRef, StreamCall,
 };
 pub use crm::{
     Customer, CustomerPage, CustomerUpdate, NewCustomer, NewTicket, Ticket, TicketFilter, TicketPage,
