@@ -545,3 +545,297 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{testing, CallFilter, CallRecordUpdate, CallStatus, OutboundCallRow};
+
+    fn customer(name: &str, numbers: &[&str]) -> NewCustomer {
+        NewCustomer {
+            name: name.into(),
+            phone_numbers: numbers.iter().map(|n| n.to_string()).collect(),
+            email: None,
+        }
+    }
+
+    fn outbound<'a>(sid: &'a str, to: &'a str) -> OutboundCallRow<'a> {
+        OutboundCallRow {
+            provider: "twilio",
+            external_call_id: sid,
+            from_number: "+14155550100",
+            to_number: to,
+            customer_id: None,
+            assigned_user_id: None,
+        }
+    }
+
+    /// Every statement here runs on both backends (the SQL is shared).
+    #[tokio::test]
+    async fn customers_tickets_and_matching_on_every_backend() {
+        for store in testing::stores().await {
+            let a = store.create_tenant("A", None).await.unwrap();
+            let b = store.create_tenant("B", None).await.unwrap();
+            let ada = store
+                .create_customer(&a.id, &customer("Ada", &["+442079460958"]), 1)
+                .await
+                .unwrap();
+            // Unique per tenant, not across tenants.
+            assert!(matches!(
+                store
+                    .create_customer(&a.id, &customer("Eve", &["+442079460958"]), 2)
+                    .await,
+                Err(StoreError::Conflict(_))
+            ));
+            store
+                .create_customer(&b.id, &customer("Bea", &["+442079460958"]), 2)
+                .await
+                .unwrap();
+            let page = store.list_customers(&a.id, None, 10, None).await.unwrap();
+            assert_eq!(page.customers, vec![ada.clone()], "the failed insert left nothing");
+            assert!(matches!(
+                store.get_customer(&b.id, &ada.id).await,
+                Err(StoreError::NotFound)
+            ));
+
+            let updated = store
+                .update_customer(
+                    &a.id,
+                    &ada.id,
+                    &CustomerUpdate {
+                        name: None,
+                        phone_numbers: Some(vec!["+14155552671".into(), "+442079460958".into()]),
+                        email: Some(Some("ada@example.com".into())),
+                    },
+                    3,
+                )
+                .await
+                .unwrap();
+            assert_eq!(updated.name, "Ada");
+            assert_eq!(updated.phone_numbers, ["+14155552671", "+442079460958"]);
+            assert_eq!(updated.email.as_deref(), Some("ada@example.com"));
+            let cleared = store
+                .update_customer(
+                    &a.id,
+                    &ada.id,
+                    &CustomerUpdate {
+                        email: Some(None),
+                        ..Default::default()
+                    },
+                    4,
+                )
+                .await
+                .unwrap();
+            assert_eq!(cleared.email, None);
+            assert_eq!(cleared.phone_numbers.len(), 2);
+            assert!(matches!(
+                store
+                    .update_customer(&b.id, &ada.id, &CustomerUpdate::default(), 5)
+                    .await,
+                Err(StoreError::NotFound)
+            ));
+            let by_number = store
+                .list_customers(&a.id, Some("+14155552671"), 10, None)
+                .await
+                .unwrap();
+            assert_eq!(by_number.customers.len(), 1);
+
+            // An outbound call to her number matches her; one to another doesn't.
+            let call = store
+                .create_outbound_call(&a.id, &outbound("CA1", "+14155552671"), 10)
+                .await
+                .unwrap();
+            assert_eq!(call.status, CallStatus::Queued);
+            let other = store
+                .create_outbound_call(&a.id, &outbound("CA2", "+14155550199"), 11)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.match_call_customer(&a.id, &call.id).await.unwrap(),
+                Some(ada.id.clone())
+            );
+            assert_eq!(store.match_call_customer(&a.id, &other.id).await.unwrap(), None);
+            assert!(matches!(
+                store.match_call_customer(&b.id, &call.id).await,
+                Err(StoreError::NotFound)
+            ));
+            // The same CallSid again (a callback raced ahead) is the same row.
+            let again = store
+                .create_outbound_call(&a.id, &outbound("CA1", "+14155552671"), 12)
+                .await
+                .unwrap();
+            assert_eq!(again.id, call.id);
+            assert_eq!(again.customer_id.as_deref(), Some(ada.id.as_str()));
+
+            // Filters.
+            let f = |status, number: Option<&str>| CallFilter {
+                status,
+                number: number.map(str::to_string),
+                ..Default::default()
+            };
+            let n = |p: crate::store::CallPage| p.calls.len();
+            let list = |filter: CallFilter| {
+                let store = &store;
+                let t = a.id.clone();
+                async move { store.list_calls_filtered(&t, &filter, 10, None).await.unwrap() }
+            };
+            assert_eq!(n(list(f(Some(CallStatus::Queued), None)).await), 2);
+            assert_eq!(n(list(f(Some(CallStatus::Completed), None)).await), 0);
+            assert_eq!(n(list(f(None, Some("+14155552671"))).await), 1);
+            assert_eq!(n(list(f(None, Some("+14155550100"))).await), 2);
+            assert_eq!(
+                n(list(CallFilter {
+                    created_from: Some(11),
+                    created_to: Some(12),
+                    ..Default::default()
+                })
+                .await),
+                1
+            );
+
+            // Record edits: set, clear, leave alone.
+            let edited = store
+                .update_call_record(
+                    &a.id,
+                    &call.id,
+                    &CallRecordUpdate {
+                        disposition: Some(Some("resolved".into())),
+                        notes: Some(Some("n".into())),
+                        conference_sid: Some(Some("CF1".into())),
+                        ..Default::default()
+                    },
+                    13,
+                )
+                .await
+                .unwrap();
+            assert_eq!(edited.disposition.as_deref(), Some("resolved"));
+            assert_eq!(edited.conference_sid.as_deref(), Some("CF1"));
+            let edited = store
+                .update_call_record(
+                    &a.id,
+                    &call.id,
+                    &CallRecordUpdate {
+                        notes: Some(None),
+                        ..Default::default()
+                    },
+                    14,
+                )
+                .await
+                .unwrap();
+            assert_eq!(edited.notes, None);
+            assert_eq!(edited.disposition.as_deref(), Some("resolved"));
+            assert!(matches!(
+                store
+                    .update_call_record(&b.id, &call.id, &CallRecordUpdate::default(), 15)
+                    .await,
+                Err(StoreError::NotFound)
+            ));
+
+            // Tickets: one per call; updates; deletes unlink.
+            let new = |call_id: Option<&str>| NewTicket {
+                subject: "Refund".into(),
+                status: TicketStatus::Open,
+                description: Some("d".into()),
+                customer_id: Some(ada.id.clone()),
+                call_id: call_id.map(str::to_string),
+                transcript_url: None,
+            };
+            let ticket = store
+                .create_ticket(&a.id, &new(Some(&call.id)), 20)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.get_call(&a.id, &call.id).await.unwrap().ticket_id,
+                Some(ticket.id.clone())
+            );
+            assert!(matches!(
+                store.create_ticket(&a.id, &new(Some(&call.id)), 21).await,
+                Err(StoreError::Conflict(_))
+            ));
+            let all = store
+                .list_tickets(&a.id, &TicketFilter::default(), 10, None)
+                .await
+                .unwrap();
+            assert_eq!(all.tickets.len(), 1, "the refused ticket was rolled back");
+            let t2 = store.create_ticket(&a.id, &new(None), 22).await.unwrap();
+            let closed = store
+                .update_ticket(
+                    &a.id,
+                    &t2.id,
+                    &TicketUpdate {
+                        status: Some(TicketStatus::Closed),
+                        description: Some(None),
+                        call_id: Some(Some(other.id.clone())),
+                        ..Default::default()
+                    },
+                    23,
+                )
+                .await
+                .unwrap();
+            assert_eq!(closed.status, TicketStatus::Closed);
+            assert_eq!(closed.description, None);
+            assert_eq!(closed.subject, "Refund");
+            assert_eq!(closed.call_id.as_deref(), Some(other.id.as_str()));
+            let filtered = |filter: TicketFilter| {
+                let store = &store;
+                let t = a.id.clone();
+                async move { store.list_tickets(&t, &filter, 10, None).await.unwrap().tickets }
+            };
+            assert_eq!(
+                filtered(TicketFilter {
+                    status: Some(TicketStatus::Closed),
+                    ..Default::default()
+                })
+                .await,
+                vec![closed.clone()]
+            );
+            assert_eq!(
+                filtered(TicketFilter {
+                    call_id: Some(call.id.clone()),
+                    ..Default::default()
+                })
+                .await
+                .len(),
+                1
+            );
+            let first = store
+                .list_tickets(&a.id, &TicketFilter::default(), 1, None)
+                .await
+                .unwrap();
+            assert_eq!(first.tickets[0].id, t2.id, "newest first");
+            let second = store
+                .list_tickets(&a.id, &TicketFilter::default(), 1, first.next_cursor.as_deref())
+                .await
+                .unwrap();
+            assert_eq!(second.tickets[0].id, ticket.id);
+            assert!(second.next_cursor.is_none());
+            assert!(store
+                .list_tickets(&b.id, &TicketFilter::default(), 10, None)
+                .await
+                .unwrap()
+                .tickets
+                .is_empty());
+
+            assert!(matches!(
+                store.delete_customer(&b.id, &ada.id).await,
+                Err(StoreError::NotFound)
+            ));
+            store.delete_customer(&a.id, &ada.id).await.unwrap();
+            assert_eq!(store.get_call(&a.id, &call.id).await.unwrap().customer_id, None);
+            assert_eq!(
+                store.get_ticket(&a.id, &ticket.id).await.unwrap().customer_id,
+                None
+            );
+            assert_eq!(
+                store.find_customer_by_number(&a.id, "+14155552671").await.unwrap(),
+                None
+            );
+            store.delete_ticket(&a.id, &ticket.id).await.unwrap();
+            assert_eq!(store.get_call(&a.id, &call.id).await.unwrap().ticket_id, None);
+            assert!(matches!(
+                store.delete_ticket(&a.id, &ticket.id).await,
+                Err(StoreError::NotFound)
+            ));
+        }
+    }
+}
