@@ -88,7 +88,9 @@ fn assert_error(status: u16, body: &Value, want: u16, code: &str) {
     assert_eq!(status, want, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{body}"
     );
 }
@@ -119,7 +121,11 @@ async fn outbound_call_goes_through_twilio_and_is_matched_to_its_customer() {
     assert_eq!(customer["phone_numbers"], json!([CUSTOMER_NUMBER]));
 
     let (status, call) = server
-        .req("POST", "/v1/calls", Some(json!({ "to": "+1 415-555-2671" })))
+        .req(
+            "POST",
+            "/v1/calls",
+            Some(json!({ "to": "+1 415-555-2671" })),
+        )
         .await;
     assert_eq!(status, 201, "{call}");
 
@@ -165,7 +171,11 @@ async fn outbound_call_goes_through_twilio_and_is_matched_to_its_customer() {
     assert_eq!(call["logs"][0]["event"], "outbound_created");
 
     let (s, detail) = server
-        .req("GET", &format!("/v1/calls/{}", call["id"].as_str().unwrap()), None)
+        .req(
+            "GET",
+            &format!("/v1/calls/{}", call["id"].as_str().unwrap()),
+            None,
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(detail["customer"]["id"], customer["id"]);
@@ -178,13 +188,16 @@ async fn bad_outbound_requests_are_refused_before_twilio_is_asked() {
     let twilio = mock().await;
     let server = server_with(&twilio).await;
     let cases: Vec<(&str, u16)> = vec![
-        ("{\"to\": ", 400),                                      // invalid JSON
-        ("{\"to\": 14155552671}", 422),                          // wrong type
-        ("{\"to\": \"+14155552671\", \"record\": true}", 422),   // unknown field
-        ("{}", 422),                                             // missing field
-        ("{\"to\": \"555-2671\"}", 400),                         // no country code
-        ("{\"to\": \"+1415555267a\"}", 400),                     // not a number
-        ("{\"to\": \"+14155552671\", \"from\": \"+14155550999\"}", 400), // not ours
+        ("{\"to\": ", 400),                                    // invalid JSON
+        ("{\"to\": 14155552671}", 422),                        // wrong type
+        ("{\"to\": \"+14155552671\", \"record\": true}", 422), // unknown field
+        ("{}", 422),                                           // missing field
+        ("{\"to\": \"555-2671\"}", 400),                       // no country code
+        ("{\"to\": \"+1415555267a\"}", 400),                   // not a number
+        (
+            "{\"to\": \"+14155552671\", \"from\": \"+14155550999\"}",
+            400,
+        ), // not ours
         ("{\"to\": \"+14155552671\", \"ring_timeout_secs\": 1}", 400),
     ];
     for (body, want) in cases {
@@ -227,7 +240,11 @@ async fn provider_refusals_and_timeouts_are_clear_errors_and_write_nothing() {
     let server = server_with(&twilio).await;
     // Twilio refuses the number (21211): the client's to fix.
     let (s, err) = server
-        .req("POST", "/v1/calls", Some(json!({ "to": mock_twilio::INVALID_TO })))
+        .req(
+            "POST",
+            "/v1/calls",
+            Some(json!({ "to": mock_twilio::INVALID_TO })),
+        )
         .await;
     assert_error(s, &err, 422, "provider_rejected");
     assert_eq!(err["error"]["provider_code"], 21211);
@@ -341,7 +358,11 @@ async fn patch_edits_the_record_and_rejects_bad_references() {
         .await
         .unwrap();
     let (s, err) = server
-        .req("PATCH", &path, Some(json!({ "assigned_user_id": stranger.user.id })))
+        .req(
+            "PATCH",
+            &path,
+            Some(json!({ "assigned_user_id": stranger.user.id })),
+        )
         .await;
     assert_error(s, &err, 400, "bad_request");
     let foreign_ticket = http(
@@ -354,7 +375,11 @@ async fn patch_edits_the_record_and_rejects_bad_references() {
     .await
     .1;
     let (s, err) = server
-        .req("PATCH", &path, Some(json!({ "ticket_id": foreign_ticket["id"] })))
+        .req(
+            "PATCH",
+            &path,
+            Some(json!({ "ticket_id": foreign_ticket["id"] })),
+        )
         .await;
     assert_error(s, &err, 400, "bad_request");
     // Nor can the other tenant see or change this call.
@@ -374,7 +399,10 @@ async fn patch_edits_the_record_and_rejects_bad_references() {
         ("{\"disposition\": \"\"}", 400),
         ("{\"control\": {\"action\": \"explode\"}}", 422),
         ("{\"control\": {\"action\": \"transfer\"}}", 422),
-        ("{\"control\": {\"action\": \"transfer\", \"to\": \"12\"}}", 400),
+        (
+            "{\"control\": {\"action\": \"transfer\", \"to\": \"12\"}}",
+            400,
+        ),
         ("not json", 400),
     ] {
         let (s, err) = raw(&server, "PATCH", &path, body).await;
@@ -395,7 +423,11 @@ async fn live_controls_go_through_twilio_and_are_logged() {
     // Not in a conference: hold and mute cannot work, and say why.
     let before = twilio.requests().len();
     let (s, err) = server
-        .req("PATCH", &path, Some(json!({ "control": { "action": "hold" } })))
+        .req(
+            "PATCH",
+            &path,
+            Some(json!({ "control": { "action": "hold" } })),
+        )
         .await;
     assert_error(s, &err, 409, "conflict");
     assert!(err["error"]["message"]
@@ -425,7 +457,11 @@ async fn live_controls_go_through_twilio_and_are_logged() {
         ("unmute", "Muted", "false"),
     ] {
         let (s, call) = server
-            .req("PATCH", &path, Some(json!({ "control": { "action": action } })))
+            .req(
+                "PATCH",
+                &path,
+                Some(json!({ "control": { "action": action } })),
+            )
             .await;
         assert_eq!(s, 200, "{action}: {call}");
         let sent = twilio.last();
@@ -452,7 +488,10 @@ async fn live_controls_go_through_twilio_and_are_logged() {
     assert_eq!(sent.account_path(), format!("Calls/{sid}.json"));
     let twiml = sent.one("Twiml");
     assert!(twiml.contains("<Number>+14155550199</Number>"), "{twiml}");
-    assert!(twiml.contains(&format!("callerId=\"{OUR_NUMBER}\"")), "{twiml}");
+    assert!(
+        twiml.contains(&format!("callerId=\"{OUR_NUMBER}\"")),
+        "{twiml}"
+    );
 
     // Hang up, with a record edit in the same request.
     let (s, call) = server
@@ -471,7 +510,11 @@ async fn live_controls_go_through_twilio_and_are_logged() {
 
     // An ended call takes no more controls.
     let (s, err) = server
-        .req("PATCH", &path, Some(json!({ "control": { "action": "mute" } })))
+        .req(
+            "PATCH",
+            &path,
+            Some(json!({ "control": { "action": "mute" } })),
+        )
         .await;
     assert_error(s, &err, 409, "conflict");
 }
@@ -576,10 +619,16 @@ async fn calls_filter_by_status_direction_number_and_time_and_page() {
     // The number in any spelling; it matches the caller or the callee.
     assert_eq!(count("number=%2B44%2020%207946%200958".into()).await, 2);
     assert_eq!(count("number=0044-20-7946-0958".into()).await, 2);
-    assert_eq!(count(format!("number=%2B{}", &CUSTOMER_NUMBER[1..])).await, 3);
+    assert_eq!(
+        count(format!("number=%2B{}", &CUSTOMER_NUMBER[1..])).await,
+        3
+    );
     assert_eq!(count(format!("from={midpoint}")).await, 2);
     assert_eq!(count(format!("to={midpoint}")).await, 3);
-    assert_eq!(count("from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z".into()).await, 0);
+    assert_eq!(
+        count("from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z".into()).await,
+        0
+    );
 
     // Cursor paging walks every call once, newest first.
     let mut seen = Vec::new();
@@ -635,14 +684,22 @@ async fn customers_crud_normalises_numbers_and_is_tenant_scoped() {
         .await;
     assert_error(s, &err, 409, "conflict");
     for (body, want) in [
-        (json!({ "name": "Eve", "phone_numbers": ["020 7946 0958"] }), 400),
+        (
+            json!({ "name": "Eve", "phone_numbers": ["020 7946 0958"] }),
+            400,
+        ),
         (json!({ "name": "" }), 400),
         (json!({ "name": "Eve", "email": "not-an-address" }), 400),
-        (json!({ "name": "Eve", "phone_numbers": "+442079460958" }), 422),
+        (
+            json!({ "name": "Eve", "phone_numbers": "+442079460958" }),
+            422,
+        ),
         (json!({ "name": "Eve", "vip": true }), 422),
         (json!({ "phone_numbers": [] }), 422),
     ] {
-        let (s, err) = server.req("POST", "/v1/customers", Some(body.clone())).await;
+        let (s, err) = server
+            .req("POST", "/v1/customers", Some(body.clone()))
+            .await;
         assert_error(s, &err, want, "bad_request");
     }
 
@@ -666,7 +723,9 @@ async fn customers_crud_normalises_numbers_and_is_tenant_scoped() {
     assert_eq!(c["email"], "ada@example.com");
     assert_eq!(c["phone_numbers"], json!([CUSTOMER_NUMBER]));
     assert_eq!(c["name"], "Ada");
-    let (_, c) = server.req("PATCH", &path, Some(json!({ "email": null }))).await;
+    let (_, c) = server
+        .req("PATCH", &path, Some(json!({ "email": null })))
+        .await;
     assert!(c["email"].is_null());
     // The old number is free again.
     create_customer(&server, "Eve", &["+442079460958"]).await;
@@ -731,7 +790,11 @@ async fn tickets_crud_validates_references_and_status() {
     }
 
     let (s, t) = server
-        .req("PATCH", &path, Some(json!({ "status": "pending", "description": null })))
+        .req(
+            "PATCH",
+            &path,
+            Some(json!({ "status": "pending", "description": null })),
+        )
         .await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(t["status"], "pending");
@@ -742,14 +805,21 @@ async fn tickets_crud_validates_references_and_status() {
         .await;
     assert_error(s, &err, 422, "bad_request");
     server
-        .req("POST", "/v1/tickets", Some(json!({ "subject": "Other", "status": "closed" })))
+        .req(
+            "POST",
+            "/v1/tickets",
+            Some(json!({ "subject": "Other", "status": "closed" })),
+        )
         .await;
     let (_, page) = server.req("GET", "/v1/tickets?status=pending", None).await;
     assert_eq!(page["tickets"].as_array().unwrap().len(), 1);
     let (_, page) = server
         .req(
             "GET",
-            &format!("/v1/tickets?customer_id={}", customer["id"].as_str().unwrap()),
+            &format!(
+                "/v1/tickets?customer_id={}",
+                customer["id"].as_str().unwrap()
+            ),
             None,
         )
         .await;
@@ -817,7 +887,13 @@ async fn an_inbound_call_matches_its_customer_and_becomes_a_ticket() {
         .unwrap();
     server
         .store
-        .finish_transcript(t, &transcript, TranscriptStatus::Completed, Some(&summary), now_ms())
+        .finish_transcript(
+            t,
+            &transcript,
+            TranscriptStatus::Completed,
+            Some(&summary),
+            now_ms(),
+        )
         .await
         .unwrap();
 
@@ -837,15 +913,25 @@ async fn an_inbound_call_matches_its_customer_and_becomes_a_ticket() {
     assert_eq!(ticket["transcript_url"], format!("{path}/transcript"));
     let description = ticket["description"].as_str().unwrap();
     assert!(description.contains("charged twice"), "{description}");
-    assert!(description.contains("refund the second charge"), "{description}");
+    assert!(
+        description.contains("refund the second charge"),
+        "{description}"
+    );
 
     let (_, detail) = server.req("GET", &path, None).await;
     assert_eq!(detail["ticket_id"], ticket["id"]);
-    assert_eq!(detail["ticket"]["subject"], "Inbound call from Grace Hopper");
+    assert_eq!(
+        detail["ticket"]["subject"],
+        "Inbound call from Grace Hopper"
+    );
     assert!(events(&detail).contains(&"ticket_created".to_string()));
     // One ticket per call.
     let (s, err) = server
-        .req("POST", &format!("{path}/ticket"), Some(json!({ "subject": "again" })))
+        .req(
+            "POST",
+            &format!("{path}/ticket"),
+            Some(json!({ "subject": "again" })),
+        )
         .await;
     assert_error(s, &err, 409, "conflict");
     let (_, page) = server.req("GET", "/v1/tickets", None).await;

@@ -273,7 +273,10 @@ pub async fn create(
         )
         .await?;
 
-    let customer = state.store.find_customer_by_number(tenant, to.as_str()).await?;
+    let customer = state
+        .store
+        .find_customer_by_number(tenant, to.as_str())
+        .await?;
     let now = now_ms();
     let stored = state
         .store

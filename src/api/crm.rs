@@ -183,7 +183,11 @@ pub async fn patch_customer(
             .as_deref()
             .map(|n| bounded("name", n, MAX_NAME))
             .transpose()?,
-        phone_numbers: req.phone_numbers.as_deref().map(phone_numbers).transpose()?,
+        phone_numbers: req
+            .phone_numbers
+            .as_deref()
+            .map(phone_numbers)
+            .transpose()?,
         email: match req.email {
             Some(Some(e)) => Some(Some(email(&e)?)),
             other => other,
@@ -307,7 +311,12 @@ pub async fn list_tickets(
     };
     let page = state
         .store
-        .list_tickets(&who.tenant_id, &filter, limit(p.limit)?, p.cursor.as_deref())
+        .list_tickets(
+            &who.tenant_id,
+            &filter,
+            limit(p.limit)?,
+            p.cursor.as_deref(),
+        )
         .await?;
     Ok(Json(page))
 }

@@ -54,10 +54,8 @@ pub struct AppState {
 /// already checked the URL and timeout `TwilioProvider::new` checks again.
 fn twilio_provider(config: &Config) -> Arc<dyn crate::providers::TelephonyProvider> {
     let t = &config.providers.twilio;
-    match crate::providers::twilio::TwilioProvider::new(
-        t.api_base_url.clone(),
-        t.request_timeout(),
-    ) {
+    match crate::providers::twilio::TwilioProvider::new(t.api_base_url.clone(), t.request_timeout())
+    {
         Ok(p) => Arc::new(p),
         Err(e) => panic!("providers.twilio passed validation but is unusable: {e}"),
     }

@@ -326,7 +326,11 @@ impl Store {
             push(" AND status = $?", Bind::Text(s.as_str().into()), &mut sql);
         }
         if let Some(d) = filter.direction {
-            push(" AND direction = $?", Bind::Text(d.as_str().into()), &mut sql);
+            push(
+                " AND direction = $?",
+                Bind::Text(d.as_str().into()),
+                &mut sql,
+            );
         }
         if let Some(n) = &filter.number {
             push(" AND (from_number = $?", Bind::Text(n.clone()), &mut sql);
@@ -468,9 +472,7 @@ impl Store {
         .bind(tenant_id)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get("number")?))
-            .collect()
+        rows.iter().map(|r| Ok(r.try_get("number")?)).collect()
     }
 
     /// The call's latest recording, as a reference (no storage paths).

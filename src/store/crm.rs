@@ -399,7 +399,12 @@ impl Store {
 
     /// Creates a ticket. With a call, the call is linked to it too, unless
     /// the call already has a ticket (`Conflict`, nothing written).
-    pub async fn create_ticket(&self, tenant_id: &str, new: &NewTicket, now: i64) -> Result<Ticket> {
+    pub async fn create_ticket(
+        &self,
+        tenant_id: &str,
+        new: &NewTicket,
+        now: i64,
+    ) -> Result<Ticket> {
         let id = new_id();
         let _writer = self.writer().await;
         let mut tx = self.pool().begin().await?;
@@ -592,7 +597,11 @@ mod tests {
                 .await
                 .unwrap();
             let page = store.list_customers(&a.id, None, 10, None).await.unwrap();
-            assert_eq!(page.customers, vec![ada.clone()], "the failed insert left nothing");
+            assert_eq!(
+                page.customers,
+                vec![ada.clone()],
+                "the failed insert left nothing"
+            );
             assert!(matches!(
                 store.get_customer(&b.id, &ada.id).await,
                 Err(StoreError::NotFound)
@@ -654,7 +663,10 @@ mod tests {
                 store.match_call_customer(&a.id, &call.id).await.unwrap(),
                 Some(ada.id.clone())
             );
-            assert_eq!(store.match_call_customer(&a.id, &other.id).await.unwrap(), None);
+            assert_eq!(
+                store.match_call_customer(&a.id, &other.id).await.unwrap(),
+                None
+            );
             assert!(matches!(
                 store.match_call_customer(&b.id, &call.id).await,
                 Err(StoreError::NotFound)
@@ -677,7 +689,12 @@ mod tests {
             let list = |filter: CallFilter| {
                 let store = &store;
                 let t = a.id.clone();
-                async move { store.list_calls_filtered(&t, &filter, 10, None).await.unwrap() }
+                async move {
+                    store
+                        .list_calls_filtered(&t, &filter, 10, None)
+                        .await
+                        .unwrap()
+                }
             };
             assert_eq!(n(list(f(Some(CallStatus::Queued), None)).await), 2);
             assert_eq!(n(list(f(Some(CallStatus::Completed), None)).await), 0);
@@ -779,7 +796,13 @@ mod tests {
             let filtered = |filter: TicketFilter| {
                 let store = &store;
                 let t = a.id.clone();
-                async move { store.list_tickets(&t, &filter, 10, None).await.unwrap().tickets }
+                async move {
+                    store
+                        .list_tickets(&t, &filter, 10, None)
+                        .await
+                        .unwrap()
+                        .tickets
+                }
             };
             assert_eq!(
                 filtered(TicketFilter {
@@ -804,7 +827,12 @@ mod tests {
                 .unwrap();
             assert_eq!(first.tickets[0].id, t2.id, "newest first");
             let second = store
-                .list_tickets(&a.id, &TicketFilter::default(), 1, first.next_cursor.as_deref())
+                .list_tickets(
+                    &a.id,
+                    &TicketFilter::default(),
+                    1,
+                    first.next_cursor.as_deref(),
+                )
                 .await
                 .unwrap();
             assert_eq!(second.tickets[0].id, ticket.id);
@@ -821,17 +849,30 @@ mod tests {
                 Err(StoreError::NotFound)
             ));
             store.delete_customer(&a.id, &ada.id).await.unwrap();
-            assert_eq!(store.get_call(&a.id, &call.id).await.unwrap().customer_id, None);
             assert_eq!(
-                store.get_ticket(&a.id, &ticket.id).await.unwrap().customer_id,
+                store.get_call(&a.id, &call.id).await.unwrap().customer_id,
                 None
             );
             assert_eq!(
-                store.find_customer_by_number(&a.id, "+14155552671").await.unwrap(),
+                store
+                    .get_ticket(&a.id, &ticket.id)
+                    .await
+                    .unwrap()
+                    .customer_id,
+                None
+            );
+            assert_eq!(
+                store
+                    .find_customer_by_number(&a.id, "+14155552671")
+                    .await
+                    .unwrap(),
                 None
             );
             store.delete_ticket(&a.id, &ticket.id).await.unwrap();
-            assert_eq!(store.get_call(&a.id, &call.id).await.unwrap().ticket_id, None);
+            assert_eq!(
+                store.get_call(&a.id, &call.id).await.unwrap().ticket_id,
+                None
+            );
             assert!(matches!(
                 store.delete_ticket(&a.id, &ticket.id).await,
                 Err(StoreError::NotFound)

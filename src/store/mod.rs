@@ -23,8 +23,8 @@ pub use calls::{
     RecordingRef, StreamCall,
 };
 pub use crm::{
-    Customer, CustomerPage, CustomerUpdate, NewCustomer, NewTicket, Ticket, TicketFilter, TicketPage,
-    TicketStatus, TicketUpdate,
+    Customer, CustomerPage, CustomerUpdate, NewCustomer, NewTicket, Ticket, TicketFilter,
+    TicketPage, TicketStatus, TicketUpdate,
 };
 pub use tenants::{Quotas, Tenant, TenantSettings, TwilioCredentials};
 pub use transcripts::{Segment, Transcript, TranscriptStatus};
