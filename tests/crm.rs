@@ -954,6 +954,30 @@ async fn an_inbound_call_matches_its_customer_and_becomes_a_ticket() {
     assert_eq!(s, 404);
 }
 
+#[tokio::test]
+async fn a_call_streaming_in_is_linked_to_its_customer() {
+    use futures::SinkExt;
+    let server = TestServer::start().await;
+    let customer = create_customer(&server, "Grace Hopper", &[CUSTOMER_NUMBER]).await;
+    // A stranger's call first: it stays unlinked.
+    let mut streams = Vec::new();
+    for from in ["+442079460958", CUSTOMER_NUMBER] {
+        let mut ws = server.connect_signed().await;
+        let mut call = common::Call::new();
+        ws.send(call.start(&[("from", from), ("to", OUR_NUMBER)]))
+            .await
+            .unwrap();
+        streams.push(ws);
+        let n = streams.len();
+        common::eventually(|| async { call_count(&server).await == n }).await;
+    }
+    let (_, page) = server.req("GET", "/v1/calls", None).await;
+    let calls = page["calls"].as_array().unwrap();
+    assert_eq!(calls[0]["from_number"], CUSTOMER_NUMBER);
+    assert_eq!(calls[0]["customer_id"], customer["id"], "{page}");
+    assert!(calls[1]["customer_id"].is_null(), "{page}");
+}
+
 /// Keeps `NewCustomer` in the public API the webhook code uses.
 #[allow(dead_code)]
 fn _types(_: NewCustomer) {}
