@@ -57,8 +57,45 @@ impl Fixture {
         }
         let call_id = call_id.expect("the stream opened a call");
 
+        // A customer and a ticket of tenant A.
+        let now = callstream::store::now_ms();
+        let customer = server
+            .store
+            .create_customer(
+                &server.tenant_id,
+                &callstream::store::NewCustomer {
+                    name: "Ann Customer".into(),
+                    phone_numbers: vec!["+14155550123".into()],
+                    email: None,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let ticket = server
+            .store
+            .create_ticket(
+                &server.tenant_id,
+                &callstream::store::NewTicket {
+                    subject: "Refund".into(),
+                    status: callstream::store::TicketStatus::Open,
+                    description: None,
+                    customer_id: Some(customer.id.clone()),
+                    call_id: None,
+                    transcript_url: None,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+
         // Add a resource kind here when a route names a new kind of id.
-        let ids = HashMap::from([("calls", call_id), ("assets", "call.js".to_string())]);
+        let ids = HashMap::from([
+            ("calls", call_id),
+            ("assets", "call.js".to_string()),
+            ("customers", customer.id),
+            ("tickets", ticket.id),
+        ]);
         Self {
             server,
             keys,

@@ -29,6 +29,10 @@ pub enum AppError {
     Unavailable(&'static str),
     #[error("internal error")]
     Internal(String),
+    /// The telephony provider failed or refused; shown with its own wording
+    /// (the client sent what it refused), never logged with it.
+    #[error("{}", .0.user_message())]
+    Provider(crate::providers::ProviderError),
 }
 
 impl AppError {
@@ -43,7 +47,31 @@ impl AppError {
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            AppError::Provider(e) => provider_status(e),
         }
+    }
+}
+
+/// Timeouts are 504; the provider down, throttling or answering garbage is
+/// 502; the provider refusing the request itself (bad number, unknown call)
+/// is 422, the client's to fix.
+fn provider_status(e: &crate::providers::ProviderError) -> (StatusCode, &'static str) {
+    use crate::providers::ProviderError as P;
+    match e {
+        P::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
+        P::InvalidRequest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "provider_rejected"),
+        P::Api { status, .. } if *status < 500 && *status != 429 => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "provider_rejected")
+        }
+        P::Api { .. } | P::Transport(_) | P::Decode(_) | P::TooLarge { .. } => {
+            (StatusCode::BAD_GATEWAY, "provider_error")
+        }
+    }
+}
+
+impl From<crate::providers::ProviderError> for AppError {
+    fn from(e: crate::providers::ProviderError) -> Self {
+        AppError::Provider(e)
     }
 }
 
@@ -63,10 +91,20 @@ impl IntoResponse for AppError {
         if let AppError::Internal(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
+        if let AppError::Provider(e) = &self {
+            // Display leaves the provider's message (which can hold numbers) out.
+            tracing::warn!(error = %e, "telephony provider request failed");
+        }
         let mut body =
             serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
         if let AppError::MissingPermission { permission, .. } = &self {
             body["error"]["permission"] = permission.as_str().into();
+        }
+        if let AppError::Provider(e) = &self {
+            body["error"]["retryable"] = e.is_retryable().into();
+            if let Some(code) = e.code() {
+                body["error"]["provider_code"] = code.into();
+            }
         }
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -4,6 +4,7 @@
 mod auth;
 mod calls;
 mod captions;
+mod crm;
 mod error;
 pub mod openapi;
 pub mod rbac;
@@ -48,10 +49,25 @@ pub struct AppState {
     pub captions: crate::asr::captions::CaptionHub,
     /// Encrypted recordings (read, store, delete); `None` when recording is off.
     pub recordings: Option<crate::recording::Recordings>,
+    /// The telephony provider's REST API (calls, live controls); requests
+    /// carry each tenant's own credentials.
+    pub provider: Arc<dyn crate::providers::TelephonyProvider>,
+}
+
+/// The Twilio REST client from `[providers.twilio]`. Config validation has
+/// already checked the URL and timeout `TwilioProvider::new` checks again.
+fn twilio_provider(config: &Config) -> Arc<dyn crate::providers::TelephonyProvider> {
+    let t = &config.providers.twilio;
+    match crate::providers::twilio::TwilioProvider::new(t.api_base_url.clone(), t.request_timeout())
+    {
+        Ok(p) => Arc::new(p),
+        Err(e) => panic!("providers.twilio passed validation but is unusable: {e}"),
+    }
 }
 
 impl AppState {
     pub fn new(store: Store, config: Config, token_secret: Secret) -> Self {
+        let provider = twilio_provider(&config);
         Self {
             twilio: Arc::new(TwilioAuth::new(store.clone())),
             store,
@@ -62,6 +78,7 @@ impl AppState {
             sinks: Arc::new(stream::NoSinks),
             captions: crate::asr::captions::CaptionHub::new(),
             recordings: None,
+            provider,
         }
     }
 }

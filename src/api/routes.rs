@@ -15,7 +15,7 @@ use axum::Router;
 
 use super::auth::{require, Guard};
 use super::rbac::Permission;
-use super::{calls, captions, openapi, settings, stream, ui, AppState};
+use super::{calls, captions, crm, openapi, settings, stream, ui, AppState};
 use crate::store::TenantSettings;
 
 /// Who may call a route.
@@ -115,10 +115,23 @@ pub fn routes() -> Vec<Route> {
         Route::get("/docs", Public("the API's description; no tenant data"), openapi::docs_page).summary("API docs page"),
         Route::get("/v1/providers/twilio/stream", Public("Twilio media stream: X-Twilio-Signature or per-call stream token"), stream::twilio_upgrade),
         Route::get("/v1/calls", Key(CallsRead), calls::list),
+        Route::post("/v1/calls", Key(CallsCreate), calls::create),
         Route::get("/v1/calls/{id}", Key(CallsRead), calls::get),
+        Route::patch("/v1/calls/{id}", Key(CallsUpdate), calls::patch),
+        Route::post("/v1/calls/{id}/ticket", Key(TicketsWrite), calls::to_ticket),
         Route::get("/v1/calls/{id}/captions", KeyOrQueryToken(TranscriptsRead), captions::captions),
         Route::get("/v1/calls/{id}/transcript", Key(TranscriptsRead), captions::transcript),
         Route::post("/v1/calls/{id}/stream/messages", Key(CallsControl), stream::send_to_stream).body::<stream::Outbound>().summary("send media, a mark or clear back on the call's open stream"),
+        Route::get("/v1/customers", Key(CustomersRead), crm::list_customers),
+        Route::post("/v1/customers", Key(CustomersWrite), crm::create_customer),
+        Route::get("/v1/customers/{id}", Key(CustomersRead), crm::get_customer),
+        Route::patch("/v1/customers/{id}", Key(CustomersWrite), crm::patch_customer),
+        Route::delete("/v1/customers/{id}", Key(CustomersDelete), crm::delete_customer),
+        Route::get("/v1/tickets", Key(TicketsRead), crm::list_tickets),
+        Route::post("/v1/tickets", Key(TicketsWrite), crm::create_ticket),
+        Route::get("/v1/tickets/{id}", Key(TicketsRead), crm::get_ticket),
+        Route::patch("/v1/tickets/{id}", Key(TicketsWrite), crm::patch_ticket),
+        Route::delete("/v1/tickets/{id}", Key(TicketsDelete), crm::delete_ticket),
         Route::get("/v1/settings/telephony", Key(SettingsRead), settings::get).returns::<TenantSettings>().summary("the tenant's telephony settings"),
         Route::put("/v1/settings/telephony", Key(SettingsManage), settings::put).body::<TenantSettings>().returns::<TenantSettings>().summary("replace the telephony settings (every field)"),
     ]

@@ -686,6 +686,13 @@ async fn start(
             tracing::error!(error = %e, "cannot record call start");
             "temporarily unable to start the call"
         })?;
+    // The CRM link: the caller (or callee) as a known customer. Best effort:
+    // a failure here must not cost the call its media.
+    if call.customer_id.is_none() {
+        if let Err(e) = state.store.match_call_customer(&tenant_id, &call.id).await {
+            tracing::warn!(error = %e, "cannot match the call to a customer");
+        }
+    }
 
     let cfg = &state.config.stream;
     let mut media_cfg = SessionConfig::new(codec, s.media_format.sample_rate);

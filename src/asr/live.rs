@@ -999,6 +999,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // One batch of finals, timed once.
+        assert!(lt.poll_final_timing().is_some());
+        assert_eq!(lt.poll_final_timing(), None);
         assert!(lt.is_idle());
     }
 
@@ -1323,6 +1326,9 @@ mod tests {
             })
             .collect();
         assert_eq!(finals, ["hello there"]);
+        // One batch of finals, timed once.
+        assert!(lt.poll_final_timing().is_some());
+        assert_eq!(lt.poll_final_timing(), None);
         assert!(lt.is_idle());
     }
 
@@ -1376,6 +1382,9 @@ mod tests {
             })
             .collect();
         assert_eq!(finals_seen, ["hello there"]);
+        // One batch of finals, timed once.
+        assert!(lt.poll_final_timing().is_some());
+        assert_eq!(lt.poll_final_timing(), None);
         assert!(lt.is_idle());
 
         // Same again, but that partial fails: the final is decoded after all.

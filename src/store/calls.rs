@@ -55,6 +55,17 @@ pub struct Call {
     pub duration_ms: Option<i64>,
     pub recording_id: Option<String>,
     pub transcript_id: Option<String>,
+    /// The customer the call was matched to by phone number (or linked by hand).
+    pub customer_id: Option<String>,
+    /// The ticket the call is linked to.
+    pub ticket_id: Option<String>,
+    /// The agent (a user of the tenant) the call is assigned to.
+    pub assigned_user_id: Option<String>,
+    pub disposition: Option<String>,
+    pub notes: Option<String>,
+    /// The provider conference the call's leg is in (Twilio `CF…`); hold and
+    /// mute need one.
+    pub conference_sid: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -74,6 +85,59 @@ pub struct CallPage {
     pub next_cursor: Option<String>,
 }
 
+/// Filters for [`Store::list_calls_filtered`]; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub status: Option<CallStatus>,
+    pub direction: Option<Direction>,
+    /// Normalised E.164; matches the caller or the callee.
+    pub number: Option<String>,
+    /// Created at or after (ms since the epoch).
+    pub created_from: Option<i64>,
+    /// Created before (ms since the epoch).
+    pub created_to: Option<i64>,
+}
+
+/// An outbound call the provider accepted, as stored.
+#[derive(Debug, Clone)]
+pub struct OutboundCallRow<'a> {
+    pub provider: &'a str,
+    pub external_call_id: &'a str,
+    pub from_number: &'a str,
+    pub to_number: &'a str,
+    pub customer_id: Option<&'a str>,
+    pub assigned_user_id: Option<&'a str>,
+}
+
+/// Changes to a call's record; the outer `None` leaves a field alone, an
+/// inner `None` clears it. References are checked by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct CallRecordUpdate {
+    pub disposition: Option<Option<String>>,
+    pub notes: Option<Option<String>>,
+    pub assigned_user_id: Option<Option<String>>,
+    pub ticket_id: Option<Option<String>>,
+    pub customer_id: Option<Option<String>>,
+    pub conference_sid: Option<Option<String>>,
+}
+
+impl CallRecordUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.disposition.is_none()
+            && self.notes.is_none()
+            && self.assigned_user_id.is_none()
+            && self.ticket_id.is_none()
+            && self.customer_id.is_none()
+            && self.conference_sid.is_none()
+    }
+}
+
+/// A bind value for queries assembled from optional filters.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
 /// The provider's view of a call whose media stream has started.
 #[derive(Debug, Clone)]
 pub struct StreamCall<'a> {
@@ -87,7 +151,8 @@ pub struct StreamCall<'a> {
 
 const CALL_COLUMNS: &str = "id, tenant_id, direction, status, from_number, to_number, provider, \
      external_call_id, stream_id, started_at, answered_at, ended_at, duration_ms, recording_id, \
-     transcript_id, created_at, updated_at";
+     transcript_id, customer_id, ticket_id, assigned_user_id, disposition, notes, conference_sid, \
+     created_at, updated_at";
 
 fn call_from_row(row: &AnyRow) -> Result<Call> {
     Ok(Call {
@@ -106,6 +171,12 @@ fn call_from_row(row: &AnyRow) -> Result<Call> {
         duration_ms: row.try_get("duration_ms")?,
         recording_id: row.try_get("recording_id")?,
         transcript_id: row.try_get("transcript_id")?,
+        customer_id: row.try_get("customer_id")?,
+        ticket_id: row.try_get("ticket_id")?,
+        assigned_user_id: row.try_get("assigned_user_id")?,
+        disposition: row.try_get("disposition")?,
+        notes: row.try_get("notes")?,
+        conference_sid: row.try_get("conference_sid")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -218,16 +289,60 @@ impl Store {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<CallPage> {
+        self.list_calls_filtered(tenant_id, &CallFilter::default(), limit, cursor)
+            .await
+    }
+
+    /// Calls matching `filter`, newest first. `cursor` is the last id of the
+    /// previous page (ids are time-ordered, so paging by id is stable while
+    /// new calls arrive).
+    pub async fn list_calls_filtered(
+        &self,
+        tenant_id: &str,
+        filter: &CallFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<CallPage> {
         let limit = limit.clamp(1, 500) as i64;
-        let rows = sqlx::query(&format!(
-            "SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND ($2 IS NULL OR id < $2) \
-             ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(tenant_id)
-        .bind(cursor)
-        .bind(limit + 1)
-        .fetch_all(self.pool())
-        .await?;
+        let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1");
+        let mut binds: Vec<Bind> = vec![Bind::Text(tenant_id.to_string())];
+        let mut push = |clause: &str, value: Bind, sql: &mut String| {
+            binds.push(value);
+            let n = binds.len();
+            sql.push_str(&clause.replace("$?", &format!("${n}")));
+        };
+        if let Some(c) = cursor {
+            push(" AND id < $?", Bind::Text(c.to_string()), &mut sql);
+        }
+        if let Some(s) = filter.status {
+            push(" AND status = $?", Bind::Text(s.as_str().into()), &mut sql);
+        }
+        if let Some(d) = filter.direction {
+            push(
+                " AND direction = $?",
+                Bind::Text(d.as_str().into()),
+                &mut sql,
+            );
+        }
+        if let Some(n) = &filter.number {
+            push(" AND (from_number = $?", Bind::Text(n.clone()), &mut sql);
+            push(" OR to_number = $?)", Bind::Text(n.clone()), &mut sql);
+        }
+        if let Some(t) = filter.created_from {
+            push(" AND created_at >= $?", Bind::Int(t), &mut sql);
+        }
+        if let Some(t) = filter.created_to {
+            push(" AND created_at < $?", Bind::Int(t), &mut sql);
+        }
+        push(" ORDER BY id DESC LIMIT $?", Bind::Int(limit + 1), &mut sql);
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = match b {
+                Bind::Text(t) => query.bind(t),
+                Bind::Int(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(self.pool()).await?;
         let mut calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>>>()?;
         let next_cursor = if calls.len() as i64 > limit {
             calls.truncate(limit as usize);
@@ -236,6 +351,120 @@ impl Store {
             None
         };
         Ok(CallPage { calls, next_cursor })
+    }
+
+    /// Records an outbound call the provider accepted. A status callback that
+    /// raced ahead and created the row first is merged into, not duplicated.
+    pub async fn create_outbound_call(
+        &self,
+        tenant_id: &str,
+        call: &OutboundCallRow<'_>,
+        now: i64,
+    ) -> Result<Call> {
+        let _writer = self.writer().await;
+        let row = sqlx::query(&format!(
+            "INSERT INTO calls (id, tenant_id, direction, status, from_number, to_number, provider, \
+             external_call_id, customer_id, assigned_user_id, created_at, updated_at) \
+             VALUES ($1, $2, 'outbound', 'queued', $3, $4, $5, $6, $7, $8, $9, $9) \
+             ON CONFLICT (tenant_id, provider, external_call_id) DO UPDATE SET \
+             direction = 'outbound', \
+             from_number = COALESCE(calls.from_number, excluded.from_number), \
+             to_number = COALESCE(calls.to_number, excluded.to_number), \
+             customer_id = COALESCE(calls.customer_id, excluded.customer_id), \
+             assigned_user_id = COALESCE(calls.assigned_user_id, excluded.assigned_user_id), \
+             updated_at = excluded.updated_at \
+             RETURNING {CALL_COLUMNS}"
+        ))
+        .bind(new_id())
+        .bind(tenant_id)
+        .bind(call.from_number)
+        .bind(call.to_number)
+        .bind(call.provider)
+        .bind(call.external_call_id)
+        .bind(call.customer_id)
+        .bind(call.assigned_user_id)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?;
+        call_from_row(&row)
+    }
+
+    /// Applies an edit of the call record. The caller checks that referenced
+    /// users, tickets and customers belong to the tenant.
+    pub async fn update_call_record(
+        &self,
+        tenant_id: &str,
+        call_id: &str,
+        update: &CallRecordUpdate,
+        now: i64,
+    ) -> Result<Call> {
+        let mut sql = String::from("UPDATE calls SET updated_at = $1");
+        let mut binds: Vec<Option<String>> = Vec::new();
+        let mut set = |col: &str, v: &Option<Option<String>>, sql: &mut String| {
+            if let Some(v) = v {
+                binds.push(v.clone());
+                sql.push_str(&format!(", {col} = ${}", binds.len() + 1));
+            }
+        };
+        set("disposition", &update.disposition, &mut sql);
+        set("notes", &update.notes, &mut sql);
+        set("assigned_user_id", &update.assigned_user_id, &mut sql);
+        set("ticket_id", &update.ticket_id, &mut sql);
+        set("customer_id", &update.customer_id, &mut sql);
+        set("conference_sid", &update.conference_sid, &mut sql);
+        let n = binds.len() + 1;
+        sql.push_str(&format!(
+            " WHERE tenant_id = ${} AND id = ${} RETURNING {CALL_COLUMNS}",
+            n + 1,
+            n + 2
+        ));
+        let mut query = sqlx::query(&sql).bind(now);
+        for b in binds {
+            query = query.bind(b);
+        }
+        let _writer = self.writer().await;
+        let row = query
+            .bind(tenant_id)
+            .bind(call_id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        call_from_row(&row)
+    }
+
+    /// The tenant's own Twilio account, `None` when it has none configured.
+    pub async fn tenant_twilio_credentials(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Option<super::TwilioCredentials>> {
+        let row = sqlx::query(
+            "SELECT twilio_account_sid, twilio_auth_token FROM tenants WHERE id = $1 \
+             AND twilio_account_sid IS NOT NULL AND twilio_auth_token IS NOT NULL",
+        )
+        .bind(tenant_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            let token: String = r.try_get("twilio_auth_token")?;
+            Ok(super::TwilioCredentials {
+                tenant_id: tenant_id.to_string(),
+                account_sid: r.try_get("twilio_account_sid")?,
+                auth_token: crate::secret::Secret::new(token),
+            })
+        })
+        .transpose()
+    }
+
+    /// The tenant's live phone numbers (not released or failed), E.164.
+    pub async fn tenant_caller_ids(&self, tenant_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT number FROM phone_numbers WHERE tenant_id = $1 \
+             AND status IN ('active', 'pending') ORDER BY created_at, id",
+        )
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("number")?)).collect()
     }
 
     /// Appends one lifecycle event; rows are never updated.

@@ -5,6 +5,7 @@
 
 mod api_keys;
 mod calls;
+mod crm;
 mod recordings;
 mod tenants;
 mod transcripts;
@@ -18,7 +19,14 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
-pub use calls::{Call, CallLog, CallPage, CallStatus, Direction, StreamCall};
+pub use calls::{
+    Call, CallFilter, CallLog, CallPage, CallRecordUpdate, CallStatus, Direction, OutboundCallRow,
+    StreamCall,
+};
+pub use crm::{
+    Customer, CustomerPage, CustomerUpdate, NewCustomer, NewTicket, Ticket, TicketFilter,
+    TicketPage, TicketStatus, TicketUpdate,
+};
 pub use recordings::{
     NewRecording, NewRecordingKey, Recording, RecordingKey, RecordingKeyStatus, RecordingOutcome,
     RecordingSource, RecordingStatus,
