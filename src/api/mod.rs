@@ -25,6 +25,8 @@ pub use stream::{SessionRegistry, SinkFactory};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::providers::twilio::TwilioProvider;
+use crate::providers::TelephonyProvider;
 use crate::secret::Secret;
 use crate::store::Store;
 use twilio_auth::TwilioAuth;
@@ -44,11 +46,21 @@ pub struct AppState {
     pub sinks: Arc<dyn SinkFactory>,
     /// Live caption feeds of the calls streaming on this node.
     pub captions: crate::asr::captions::CaptionHub,
+    /// The telephony provider's API (numbers, calls, webhooks), built from
+    /// `config.providers`; tests point it at a local mock via the config.
+    pub provider: Arc<dyn TelephonyProvider>,
 }
 
 impl AppState {
     pub fn new(store: Store, config: Config, token_secret: Secret) -> Self {
+        let twilio = &config.providers.twilio;
+        // `Config::validate` has checked the URL and timeout; what is left to
+        // fail is the HTTP client's TLS setup, without which no provider
+        // request could ever be made.
+        let provider = TwilioProvider::new(twilio.api_base_url.clone(), twilio.request_timeout())
+            .expect("validated provider config");
         Self {
+            provider: Arc::new(provider),
             twilio: Arc::new(TwilioAuth::new(store.clone())),
             store,
             sessions: SessionRegistry::new(config.stream.max_streams),
