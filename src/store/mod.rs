@@ -5,9 +5,12 @@
 
 mod api_keys;
 mod calls;
+mod phone_numbers;
 mod tenants;
 mod transcripts;
+mod usage;
 mod users;
+mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -18,9 +21,12 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
 pub use calls::{Call, CallLog, CallPage, CallStatus, Direction, StreamCall};
+pub use phone_numbers::{NumberStatus, PhoneNumber};
 pub use tenants::{Quotas, Tenant, TenantSettings, TwilioCredentials};
 pub use transcripts::{Segment, Transcript, TranscriptStatus};
+pub use usage::{CallUsage, UsageTotals};
 pub use users::{NewUser, User};
+pub use webhooks::{transition, CallEventOutcome, ProviderCallEvent, Transition};
 
 /// Errors from the storage layer. Messages never carry row contents.
 #[derive(Debug, thiserror::Error)]
