@@ -5,6 +5,8 @@ mod auth;
 mod calls;
 mod captions;
 mod error;
+mod phone_numbers;
+pub mod quota;
 pub mod rbac;
 pub mod routes;
 mod settings;
@@ -12,6 +14,8 @@ pub mod stream;
 pub mod transcription;
 mod twilio_auth;
 mod ui;
+mod usage;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -70,6 +74,44 @@ impl AppState {
             sinks: Arc::new(stream::NoSinks),
             captions: crate::asr::captions::CaptionHub::new(),
         }
+    }
+}
+
+impl AppState {
+    /// The tenant's account at the telephony provider, for requests made on
+    /// its behalf; 409 when the tenant has none configured.
+    pub async fn provider_credentials(
+        &self,
+        tenant_id: &str,
+    ) -> Result<crate::providers::Credentials, AppError> {
+        let tenant = self.store.get_tenant(tenant_id).await?;
+        let Some(sid) = tenant.twilio_account_sid else {
+            return Err(AppError::Conflict(
+                "this tenant has no Twilio account configured".into(),
+            ));
+        };
+        let creds = match self.store.twilio_credentials_for(&sid).await {
+            Ok(c) if c.tenant_id == tenant_id => c,
+            Ok(_) | Err(crate::store::StoreError::NotFound) => {
+                return Err(AppError::Conflict(
+                    "this tenant's Twilio credentials are incomplete".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(crate::providers::Credentials::new(sid, creds.auth_token))
+    }
+
+    /// `path` under the public base URL providers reach us at, exactly as
+    /// they will call (and sign) it.
+    pub fn public_endpoint(&self, path: &str) -> Result<url::Url, AppError> {
+        let base = self.config.public_url();
+        let url = format!(
+            "{}/{}",
+            base.as_str().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        url::Url::parse(&url).map_err(|e| AppError::Internal(format!("public URL: {e}")))
     }
 }
 

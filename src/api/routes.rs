@@ -15,7 +15,7 @@ use axum::Router;
 
 use super::auth::{require, Guard};
 use super::rbac::Permission;
-use super::{calls, captions, settings, stream, ui, AppState};
+use super::{calls, captions, phone_numbers, settings, stream, ui, usage, webhooks, AppState};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,11 +84,17 @@ pub fn routes() -> Vec<Route> {
         Route::get("/ui/calls/{id}", Public("static page; holds no data, its API calls carry the key"), ui::page),
         Route::get("/ui/assets/{file}", Public("static script and styles"), ui::asset),
         Route::get("/v1/providers/twilio/stream", Public("Twilio media stream: X-Twilio-Signature or per-call stream token"), stream::twilio_upgrade),
+        Route::post("/v1/providers/twilio/voice", Public("Twilio signature"), webhooks::voice),
+        Route::post("/v1/providers/twilio/status", Public("Twilio signature"), webhooks::status),
         Route::get("/v1/calls", Key(CallsRead), calls::list),
         Route::get("/v1/calls/{id}", Key(CallsRead), calls::get),
         Route::get("/v1/calls/{id}/captions", KeyOrQueryToken(TranscriptsRead), captions::captions),
         Route::get("/v1/calls/{id}/transcript", Key(TranscriptsRead), captions::transcript),
         Route::post("/v1/calls/{id}/stream/messages", Key(CallsControl), stream::send_to_stream),
+        Route::get("/v1/phone-numbers", Key(PhoneNumbersRead), phone_numbers::list),
+        Route::post("/v1/phone-numbers", Key(PhoneNumbersManage), phone_numbers::provision),
+        Route::delete("/v1/phone-numbers/{id}", Key(PhoneNumbersManage), phone_numbers::release),
+        Route::get("/v1/usage", Key(UsageRead), usage::get),
         Route::get("/v1/settings/telephony", Key(SettingsRead), settings::get),
         Route::put("/v1/settings/telephony", Key(SettingsManage), settings::put),
     ]
