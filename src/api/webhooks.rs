@@ -44,9 +44,10 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
 
 fn webhook_error(e: &WebhookError) -> Response {
     match e {
+        // 403 rather than 401: no credential of ours (API key) would help.
         WebhookError::MissingSignature => error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            StatusCode::FORBIDDEN,
+            "forbidden",
             "X-Twilio-Signature is required",
         ),
         WebhookError::BadSignature => error(
