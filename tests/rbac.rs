@@ -33,7 +33,8 @@ impl Fixture {
     async fn new() -> Self {
         let mock = MockTwilio::start(Vec::new()).await;
         let base = mock.base_url.clone();
-        let server = TestServer::start_with(move |cfg| cfg.providers.twilio.api_base_url = base).await;
+        let server =
+            TestServer::start_with(move |cfg| cfg.providers.twilio.api_base_url = base).await;
         let other = server.store.create_tenant("Other", None).await.unwrap();
         let mut keys = HashMap::new();
         for &role in Role::ALL {
