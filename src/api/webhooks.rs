@@ -287,7 +287,7 @@ pub async fn voice(
 
     let answer = match answer_for(&state, tenant, &call.call_id, &event, &row.id, &settings) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(e) => return internal("bad public URL", e),
     };
     let doc = match state.provider.answer_document(&answer) {
         Ok(d) => d,
@@ -321,13 +321,13 @@ fn answer_for(
     event: &ProviderCallEvent<'_>,
     call_id: &str,
     settings: &crate::store::TenantSettings,
-) -> Result<StreamAnswer, Response> {
+) -> Result<StreamAnswer, String> {
     let stream_url = signature::stream_url(state.config.public_url().as_str(), STREAM_PATH)
-        .map_err(|e| internal("bad public URL", e))
-        .and_then(|u| url::Url::parse(&u).map_err(|e| internal("bad public URL", e)))?;
+        .map_err(|e| e.to_string())
+        .and_then(|u| url::Url::parse(&u).map_err(|e| e.to_string()))?;
     let status_callback = state
         .public_endpoint(STATUS_PATH)
-        .map_err(|e| internal("bad public URL", e))?;
+        .map_err(|e| e.to_string())?;
     let expires =
         now_ms() / 1000 + i64::try_from(state.config.stream.token_ttl_secs).unwrap_or(i64::MAX / 2);
     let tok = token::issue(
