@@ -390,6 +390,30 @@ async fn an_inbound_call_is_answered_with_consent_and_a_tokened_stream() {
     assert!(reason.contains("another call"), "{reason}");
     ws.send(stream_call.stop()).await.unwrap();
     expect_close(&mut ws).await;
+
+    // A call placed from our number (outbound, answered by the callee) is
+    // routed by its From and streamed the same way.
+    let out_sid = new_sid("CA");
+    let mut fields = voice_fields(&out_sid, CALLER);
+    for (k, v) in fields.iter_mut() {
+        match *k {
+            "Direction" => *v = "outbound-api",
+            "From" | "Caller" => *v = NUMBER,
+            "CallStatus" => *v = "in-progress",
+            _ => {}
+        }
+    }
+    let (status, twiml) = signed(&server, VOICE, &fields).await;
+    assert_eq!(status, 200);
+    assert!(
+        twiml.contains(r#"<Parameter name="direction" value="outbound"/>"#),
+        "{twiml}"
+    );
+    let call = call_by_sid(&server, &out_sid).await;
+    assert_eq!(
+        (call["direction"].as_str(), call["status"].as_str()),
+        (Some("outbound"), Some("in_progress"))
+    );
 }
 
 #[tokio::test]
@@ -747,6 +771,31 @@ async fn quotas_turn_calls_and_streams_away() {
         ),
         1.0
     );
+
+    // The check transcription jobs call before queueing: 429 while the
+    // minutes are used up (whatever `transcribe_live` says), fine otherwise.
+    let err = callstream::api::quota::check_transcription_job(&server.state, &server.tenant_id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, callstream::api::AppError::QuotaExceeded(_)),
+        "{err}"
+    );
+    let m = server.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"callstream_quota_rejections_total{at="job_create",quota="transcription_minutes"}"#
+        ),
+        1.0
+    );
+    set_settings(&server, |s| {
+        s.quotas.monthly_transcription_minutes = Some(10)
+    })
+    .await;
+    callstream::api::quota::check_transcription_job(&server.state, &server.tenant_id)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
