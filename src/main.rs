@@ -489,6 +489,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .append_call_log(&tenant, &call, "gateway_restart", &detail, now)
                 .await?;
         }
+        store.close_open_stream_usage(now).await?;
     }
     let token_secret = load_token_secret(&cfg).context("cannot load the stream token secret")?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)

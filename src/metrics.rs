@@ -48,7 +48,17 @@ pub struct Metrics {
     pub recording_bytes: IntCounter,
     /// Audio seconds in finalised recordings.
     pub recording_seconds: prometheus::Counter,
+    quota_rejections: IntCounterVec,
+    webhooks: IntCounterVec,
 }
+
+/// Quotas that can turn work away, and where ([`Metrics::quota_rejected`]).
+pub const QUOTAS: &[&str] = &[
+    "concurrent_streams",
+    "transcription_minutes",
+    "recording_minutes",
+];
+pub const QUOTA_POINTS: &[&str] = &["call_answer", "stream_start", "job_create"];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -156,6 +166,22 @@ impl Metrics {
             "Seconds of audio in finalised recordings",
         )
         .expect("valid metric");
+        let quota_rejections = IntCounterVec::new(
+            Opts::new(
+                "callstream_quota_rejections_total",
+                "Work refused because a tenant quota was used up, by quota and where",
+            ),
+            &["quota", "at"],
+        )
+        .expect("valid metric");
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "callstream_webhooks_total",
+                "Provider webhooks received, by kind and outcome",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(active_streams.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(frames_in.clone()),
@@ -170,6 +196,8 @@ impl Metrics {
             Box::new(recording_failures.clone()),
             Box::new(recording_bytes.clone()),
             Box::new(recording_seconds.clone()),
+            Box::new(quota_rejections.clone()),
+            Box::new(webhooks.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
@@ -181,6 +209,11 @@ impl Metrics {
         }
         for reason in RECORDING_FAILURES {
             recording_failures.with_label_values(&[reason]);
+        }
+        for quota in QUOTAS {
+            for at in QUOTA_POINTS {
+                quota_rejections.with_label_values(&[quota, at]);
+            }
         }
         Self {
             registry,
@@ -197,7 +230,22 @@ impl Metrics {
             recording_failures,
             recording_bytes,
             recording_seconds,
+            quota_rejections,
+            webhooks,
         }
+    }
+
+    /// Counts work refused by a quota; names from [`QUOTAS`] and
+    /// [`QUOTA_POINTS`].
+    pub fn quota_rejected(&self, quota: &'static str, at: &'static str) {
+        debug_assert!(QUOTAS.contains(&quota) && QUOTA_POINTS.contains(&at));
+        self.quota_rejections.with_label_values(&[quota, at]).inc();
+    }
+
+    /// Counts a provider webhook: `kind` voice/call/stream/recording,
+    /// `outcome` a fixed word (applied, duplicate, rejected, …).
+    pub fn webhook(&self, kind: &'static str, outcome: &'static str) {
+        self.webhooks.with_label_values(&[kind, outcome]).inc();
     }
 
     /// Counts a dropped message; `reason` must be one of [`DROP_REASONS`].

@@ -526,7 +526,7 @@ async fn a_failing_provider_leaves_the_call_as_it_was() {
     for (sid, status, code) in [
         (mock_twilio::FAILING_CALL, 502, "provider_error"),
         (mock_twilio::UNKNOWN_CALL, 422, "provider_rejected"),
-        (mock_twilio::THROTTLED_CALL, 502, "provider_error"),
+        (mock_twilio::THROTTLED_CALL, 429, "provider_throttled"),
     ] {
         let call = server
             .store

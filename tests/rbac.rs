@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use callstream::api::rbac::Permission;
 use callstream::api::routes::{routes, Access, Route};
 use callstream::store::Role;
+use common::mock_twilio::MockTwilio;
 use common::{http_text, Call, TestServer, Ws};
 use futures::SinkExt;
 
@@ -25,11 +26,15 @@ struct Fixture {
     /// Path parameter values, by the path segment before them, for tenant A.
     ids: HashMap<&'static str, String>,
     _stream: Ws,
+    _mock: MockTwilio,
 }
 
 impl Fixture {
     async fn new() -> Self {
-        let server = TestServer::start().await;
+        let mock = MockTwilio::start(Vec::new()).await;
+        let base = mock.base_url.clone();
+        let server =
+            TestServer::start_with(move |cfg| cfg.providers.twilio.api_base_url = base).await;
         let other = server.store.create_tenant("Other", None).await.unwrap();
         let mut keys = HashMap::new();
         for &role in Role::ALL {
@@ -88,6 +93,17 @@ impl Fixture {
             )
             .await
             .unwrap();
+        // A number of tenant A, bought through the API from the mock.
+        let (status, number) = common::http(
+            server.addr,
+            "POST",
+            "/v1/phone-numbers",
+            Some(&server.api_key),
+            Some(&serde_json::json!({"number": "+14155552671"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{number}");
+        let number_id = number["id"].as_str().unwrap().to_string();
 
         // Add a resource kind here when a route names a new kind of id.
         let ids = HashMap::from([
@@ -95,12 +111,14 @@ impl Fixture {
             ("assets", "call.js".to_string()),
             ("customers", customer.id),
             ("tickets", ticket.id),
+            ("phone-numbers", number_id),
         ]);
         Self {
             server,
             keys,
             ids,
             _stream: stream,
+            _mock: mock,
         }
     }
 

@@ -5,7 +5,31 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::providers::ProviderError;
 use crate::store::StoreError;
+
+/// A provider failure as seen by our client: 504 when it did not answer,
+/// 502 when it failed or refused our credentials, 429 when it throttles us,
+/// 422 when it refused this request (number unavailable, invalid `To`).
+fn provider_status(e: &ProviderError) -> (StatusCode, &'static str) {
+    match e {
+        ProviderError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
+        ProviderError::Transport(_) => (StatusCode::BAD_GATEWAY, "provider_unavailable"),
+        ProviderError::Api { status: 429, .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "provider_throttled")
+        }
+        ProviderError::Api {
+            status: 401 | 403, ..
+        } => (StatusCode::BAD_GATEWAY, "provider_auth_failed"),
+        ProviderError::Api { status, .. } if (400..500).contains(status) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "provider_rejected")
+        }
+        ProviderError::InvalidRequest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "provider_rejected"),
+        ProviderError::Api { .. } | ProviderError::Decode(_) | ProviderError::TooLarge { .. } => {
+            (StatusCode::BAD_GATEWAY, "provider_error")
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -27,12 +51,15 @@ pub enum AppError {
     Conflict(String),
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
+    /// A tenant quota (settings `quotas`) is used up.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The telephony provider failed or refused; the message is the
+    /// provider's own wording (for the client who made the request).
+    #[error("{}", .0.user_message())]
+    Provider(#[from] ProviderError),
     #[error("internal error")]
     Internal(String),
-    /// The telephony provider failed or refused; shown with its own wording
-    /// (the client sent what it refused), never logged with it.
-    #[error("{}", .0.user_message())]
-    Provider(crate::providers::ProviderError),
 }
 
 impl AppError {
@@ -46,32 +73,10 @@ impl AppError {
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            AppError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             AppError::Provider(e) => provider_status(e),
+            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
-    }
-}
-
-/// Timeouts are 504; the provider down, throttling or answering garbage is
-/// 502; the provider refusing the request itself (bad number, unknown call)
-/// is 422, the client's to fix.
-fn provider_status(e: &crate::providers::ProviderError) -> (StatusCode, &'static str) {
-    use crate::providers::ProviderError as P;
-    match e {
-        P::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
-        P::InvalidRequest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "provider_rejected"),
-        P::Api { status, .. } if *status < 500 && *status != 429 => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "provider_rejected")
-        }
-        P::Api { .. } | P::Transport(_) | P::Decode(_) | P::TooLarge { .. } => {
-            (StatusCode::BAD_GATEWAY, "provider_error")
-        }
-    }
-}
-
-impl From<crate::providers::ProviderError> for AppError {
-    fn from(e: crate::providers::ProviderError) -> Self {
-        AppError::Provider(e)
     }
 }
 

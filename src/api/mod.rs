@@ -7,6 +7,8 @@ mod captions;
 mod crm;
 mod error;
 pub mod openapi;
+mod phone_numbers;
+pub mod quota;
 pub mod rbac;
 pub mod recording;
 pub mod routes;
@@ -15,6 +17,8 @@ pub mod stream;
 pub mod transcription;
 mod twilio_auth;
 mod ui;
+mod usage;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -80,6 +84,44 @@ impl AppState {
             recordings: None,
             provider,
         }
+    }
+}
+
+impl AppState {
+    /// The tenant's account at the telephony provider, for requests made on
+    /// its behalf; 409 when the tenant has none configured.
+    pub async fn provider_credentials(
+        &self,
+        tenant_id: &str,
+    ) -> Result<crate::providers::Credentials, AppError> {
+        let tenant = self.store.get_tenant(tenant_id).await?;
+        let Some(sid) = tenant.twilio_account_sid else {
+            return Err(AppError::Conflict(
+                "this tenant has no Twilio account configured".into(),
+            ));
+        };
+        let creds = match self.store.twilio_credentials_for(&sid).await {
+            Ok(c) if c.tenant_id == tenant_id => c,
+            Ok(_) | Err(crate::store::StoreError::NotFound) => {
+                return Err(AppError::Conflict(
+                    "this tenant's Twilio credentials are incomplete".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(crate::providers::Credentials::new(sid, creds.auth_token))
+    }
+
+    /// `path` under the public base URL providers reach us at, exactly as
+    /// they will call (and sign) it.
+    pub fn public_endpoint(&self, path: &str) -> Result<url::Url, AppError> {
+        let base = self.config.public_url();
+        let url = format!(
+            "{}/{}",
+            base.as_str().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        url::Url::parse(&url).map_err(|e| AppError::Internal(format!("public URL: {e}")))
     }
 }
 

@@ -15,7 +15,9 @@ use axum::Router;
 
 use super::auth::{require, Guard};
 use super::rbac::Permission;
-use super::{calls, captions, crm, openapi, settings, stream, ui, AppState};
+use super::{
+    calls, captions, crm, openapi, phone_numbers, settings, stream, ui, usage, webhooks, AppState,
+};
 use crate::store::TenantSettings;
 
 /// Who may call a route.
@@ -114,6 +116,8 @@ pub fn routes() -> Vec<Route> {
         Route::get("/openapi.json", Public("the API's description; no tenant data"), openapi::openapi_json).summary("this OpenAPI document"),
         Route::get("/docs", Public("the API's description; no tenant data"), openapi::docs_page).summary("API docs page"),
         Route::get("/v1/providers/twilio/stream", Public("Twilio media stream: X-Twilio-Signature or per-call stream token"), stream::twilio_upgrade),
+        Route::post("/v1/providers/twilio/voice", Public("Twilio signature"), webhooks::voice),
+        Route::post("/v1/providers/twilio/status", Public("Twilio signature"), webhooks::status),
         Route::get("/v1/calls", Key(CallsRead), calls::list),
         Route::post("/v1/calls", Key(CallsCreate), calls::create),
         Route::get("/v1/calls/{id}", Key(CallsRead), calls::get),
@@ -132,6 +136,10 @@ pub fn routes() -> Vec<Route> {
         Route::get("/v1/tickets/{id}", Key(TicketsRead), crm::get_ticket),
         Route::patch("/v1/tickets/{id}", Key(TicketsWrite), crm::patch_ticket),
         Route::delete("/v1/tickets/{id}", Key(TicketsDelete), crm::delete_ticket),
+        Route::get("/v1/phone-numbers", Key(PhoneNumbersRead), phone_numbers::list),
+        Route::post("/v1/phone-numbers", Key(PhoneNumbersManage), phone_numbers::provision),
+        Route::delete("/v1/phone-numbers/{id}", Key(PhoneNumbersManage), phone_numbers::release),
+        Route::get("/v1/usage", Key(UsageRead), usage::get),
         Route::get("/v1/settings/telephony", Key(SettingsRead), settings::get).returns::<TenantSettings>().summary("the tenant's telephony settings"),
         Route::put("/v1/settings/telephony", Key(SettingsManage), settings::put).body::<TenantSettings>().returns::<TenantSettings>().summary("replace the telephony settings (every field)"),
     ]

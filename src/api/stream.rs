@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::auth::Auth;
 use super::error::ApiJson;
+use super::quota::{self, At, Quota};
 use super::{AppError, AppState};
 use crate::media::codec::Codec;
 use crate::media::session::{MediaEvent, MediaSession, PcmChunk, SessionConfig};
@@ -111,6 +112,31 @@ struct RegistryInner {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     sessions: Mutex<HashMap<String, Entry>>,
+    /// Streams open (or starting) per tenant, for the concurrent-stream quota.
+    per_tenant: Mutex<HashMap<String, u32>>,
+}
+
+/// One of a tenant's concurrent-stream slots; given back when dropped.
+pub struct TenantSlot {
+    inner: Arc<RegistryInner>,
+    tenant_id: String,
+}
+
+impl Drop for TenantSlot {
+    fn drop(&mut self) {
+        let mut map = lock_map(&self.inner.per_tenant);
+        if let Some(n) = map.get_mut(&self.tenant_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.tenant_id);
+            }
+        }
+    }
+}
+
+/// A poisoned map is still consistent (single insert/update/remove).
+fn lock_map<V>(m: &Mutex<HashMap<String, V>>) -> std::sync::MutexGuard<'_, HashMap<String, V>> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl SessionRegistry {
@@ -121,6 +147,7 @@ impl SessionRegistry {
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 sessions: Mutex::new(HashMap::new()),
+                per_tenant: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -130,6 +157,32 @@ impl SessionRegistry {
             return None;
         }
         self.inner.capacity.clone().try_acquire_owned().ok()
+    }
+
+    /// Takes one of the tenant's stream slots unless `limit` are taken
+    /// (check and take are one step, so racing starts cannot both pass).
+    pub fn try_reserve_tenant(&self, tenant_id: &str, limit: Option<u32>) -> Option<TenantSlot> {
+        let mut map = lock_map(&self.inner.per_tenant);
+        let n = map.entry(tenant_id.to_string()).or_insert(0);
+        if limit.is_some_and(|limit| *n >= limit) {
+            if *n == 0 {
+                map.remove(tenant_id);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(TenantSlot {
+            inner: self.inner.clone(),
+            tenant_id: tenant_id.to_string(),
+        })
+    }
+
+    /// Streams of the tenant open (or starting) on this node.
+    pub fn tenant_streams(&self, tenant_id: &str) -> u32 {
+        lock_map(&self.inner.per_tenant)
+            .get(tenant_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn register(&self, call_id: &str, tenant_id: &str, outbound: mpsc::Sender<Outbound>) {
@@ -316,6 +369,10 @@ struct Active {
     outbound_rx: mpsc::Receiver<Outbound>,
     payload: Vec<u8>,
     recording_failed: bool,
+    /// Held while the stream is open (concurrent-stream quota).
+    _slot: TenantSlot,
+    /// This stream's row in `stream_usage`, closed when it ends.
+    usage_id: Option<String>,
 }
 
 /// Call-log writes go through one task per stream, in order, so ingest never
@@ -513,6 +570,16 @@ async fn finish_active(state: &AppState, a: Active, ending: Ending) {
     if ending != Ending::Stopped {
         tracing::info!(call_id = %a.ctx.call_id, reason = ending.log_event(), "stream ended abnormally");
     }
+    if let Some(id) = &a.usage_id {
+        let now = crate::store::now_ms();
+        if let Err(e) = state
+            .store
+            .close_stream_usage(&a.ctx.tenant_id, id, now)
+            .await
+        {
+            tracing::error!(call_id = %a.ctx.call_id, error = %e, "stream usage not closed");
+        }
+    }
     a.log.finish(ending.status()).await;
 }
 
@@ -660,6 +727,26 @@ async fn start(
     };
     let codec =
         Codec::from_mime(&s.media_format.encoding).map_err(|_| "unsupported media encoding")?;
+    // Quotas, before the call row and the media session exist.
+    let settings = state.store.tenant_settings(&tenant_id).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read tenant settings");
+        "temporarily unable to start the call"
+    })?;
+    let Some(slot) = state
+        .sessions
+        .try_reserve_tenant(&tenant_id, settings.quotas.max_concurrent_streams)
+    else {
+        quota::rejected(state, Quota::ConcurrentStreams, At::StreamStart);
+        return Err(Quota::ConcurrentStreams.message());
+    };
+    match quota::exhausted_for_call(state, &tenant_id, &settings, At::StreamStart).await {
+        Ok(None) => {}
+        Ok(Some(q)) => return Err(q.message()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot check quotas");
+            return Err("temporarily unable to start the call");
+        }
+    }
     if s.media_format.channels != 1 {
         return Err("only mono media is supported");
     }
@@ -700,6 +787,18 @@ async fn start(
     media_cfg.max_hold = Duration::from_millis(cfg.max_hold_ms);
     let media = MediaSession::new(media_cfg).map_err(|_| "unsupported media format")?;
 
+    let usage_id = match state
+        .store
+        .open_stream_usage(&tenant_id, &call.id, crate::store::now_ms())
+        .await
+    {
+        Ok(id) => Some(id),
+        Err(e) => {
+            // Accounting must not drop a live call; the gap is logged.
+            tracing::error!(call_id = %call.id, error = %e, "stream usage not recorded");
+            None
+        }
+    };
     let ctx = CallContext {
         tenant_id,
         call_id: call.id.clone(),
@@ -737,6 +836,8 @@ async fn start(
         outbound_rx,
         payload: Vec::with_capacity(512),
         recording_failed: false,
+        _slot: slot,
+        usage_id,
     })
 }
 

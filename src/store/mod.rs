@@ -6,10 +6,13 @@
 mod api_keys;
 mod calls;
 mod crm;
+mod phone_numbers;
 mod recordings;
 mod tenants;
 mod transcripts;
+mod usage;
 mod users;
+mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -27,13 +30,16 @@ pub use crm::{
     Customer, CustomerPage, CustomerUpdate, NewCustomer, NewTicket, Ticket, TicketFilter,
     TicketPage, TicketStatus, TicketUpdate,
 };
+pub use phone_numbers::{NumberStatus, PhoneNumber};
 pub use recordings::{
     NewRecording, NewRecordingKey, Recording, RecordingKey, RecordingKeyStatus, RecordingOutcome,
     RecordingSource, RecordingStatus,
 };
 pub use tenants::{Quotas, Tenant, TenantSettings, TwilioCredentials};
 pub use transcripts::{Segment, Transcript, TranscriptStatus};
+pub use usage::{CallUsage, UsageTotals};
 pub use users::{NewUser, User};
+pub use webhooks::{transition, CallEventOutcome, ProviderCallEvent, Transition};
 
 /// Errors from the storage layer. Messages never carry row contents.
 #[derive(Debug, thiserror::Error)]
