@@ -7,6 +7,7 @@ mod captions;
 mod error;
 pub mod rbac;
 pub mod recording;
+pub mod recordings;
 pub mod routes;
 mod settings;
 pub mod stream;
@@ -47,10 +48,13 @@ pub struct AppState {
     pub captions: crate::asr::captions::CaptionHub,
     /// Encrypted recordings (read, store, delete); `None` when recording is off.
     pub recordings: Option<crate::recording::Recordings>,
+    /// Signs and checks recording download links.
+    pub url_signer: Arc<crate::recording::signing::UrlSigner>,
 }
 
 impl AppState {
     pub fn new(store: Store, config: Config, token_secret: Secret) -> Self {
+        let url_signer = Arc::new(url_signer(&config));
         Self {
             twilio: Arc::new(TwilioAuth::new(store.clone())),
             store,
@@ -61,8 +65,22 @@ impl AppState {
             sinks: Arc::new(stream::NoSinks),
             captions: crate::asr::captions::CaptionHub::new(),
             recordings: None,
+            url_signer,
         }
     }
+}
+
+/// The configured link signing keys; without any, a key that lives as long
+/// as the process (`callstream serve` loads or creates the key file
+/// instead: see [`crate::recording::signing::UrlSigner::load_or_create`]).
+fn url_signer(config: &Config) -> crate::recording::signing::UrlSigner {
+    use crate::recording::signing::UrlSigner;
+    config
+        .recording
+        .url_signing_keys
+        .as_ref()
+        .and_then(|k| UrlSigner::new(k.0.clone()).ok())
+        .unwrap_or_else(UrlSigner::ephemeral)
 }
 
 /// The whole HTTP application, built from the route table

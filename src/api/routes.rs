@@ -15,7 +15,7 @@ use axum::Router;
 
 use super::auth::{require, Guard};
 use super::rbac::Permission;
-use super::{calls, captions, settings, stream, ui, AppState};
+use super::{calls, captions, recordings, settings, stream, ui, AppState};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,9 @@ pub fn routes() -> Vec<Route> {
         Route::get("/v1/calls/{id}/captions", KeyOrQueryToken(TranscriptsRead), captions::captions),
         Route::get("/v1/calls/{id}/transcript", Key(TranscriptsRead), captions::transcript),
         Route::post("/v1/calls/{id}/stream/messages", Key(CallsControl), stream::send_to_stream),
+        Route::get("/v1/recordings/{id}", Key(RecordingsRead), recordings::get),
+        Route::delete("/v1/recordings/{id}", Key(RecordingsDelete), recordings::delete),
+        Route::get("/v1/recordings/{id}/download", Public("signed URL: HMAC over method, path, tenant, expiry and key id; expires"), recordings::download),
         Route::get("/v1/settings/telephony", Key(SettingsRead), settings::get),
         Route::put("/v1/settings/telephony", Key(SettingsManage), settings::put),
     ]

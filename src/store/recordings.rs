@@ -381,6 +381,52 @@ impl Store {
     }
 }
 
+/// Retention: what the worker that enforces `retention_days` reads.
+impl Store {
+    /// Every tenant that keeps recordings a limited time, with its
+    /// `retention_days`. Cross-tenant by nature (one worker sweeps all);
+    /// each result names its tenant and every later query is scoped to it.
+    pub async fn tenants_with_retention(&self) -> Result<Vec<(String, u32)>> {
+        let rows = sqlx::query("SELECT id, settings FROM tenants ORDER BY id")
+            .fetch_all(self.pool())
+            .await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let raw: String = row.try_get("settings")?;
+            let settings: super::TenantSettings = serde_json::from_str(&raw)
+                .map_err(|_| StoreError::Corrupt("tenant settings".into()))?;
+            if let Some(days) = settings.retention_days {
+                out.push((id, days));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A tenant's finished recordings (completed, interrupted or failed:
+    /// not still being written, not already deleted) created before
+    /// `before` (ms), oldest first, at most `limit`.
+    pub async fn recordings_created_before(
+        &self,
+        tenant_id: &str,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<Recording>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RECORDING_COLUMNS} FROM recordings \
+             WHERE tenant_id = $1 AND created_at < $2 \
+             AND status IN ('completed', 'interrupted', 'failed') \
+             ORDER BY created_at, id LIMIT $3"
+        ))
+        .bind(tenant_id)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(recording_from_row).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
