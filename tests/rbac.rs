@@ -57,8 +57,36 @@ impl Fixture {
         }
         let call_id = call_id.expect("the stream opened a call");
 
+        // A recording of tenant A (a row only: metadata and scoping are what
+        // these tests check; tests/recording_api.rs downloads real ones).
+        let recording_id = callstream::store::new_id();
+        server
+            .store
+            .create_recording(
+                &server.tenant_id,
+                &callstream::store::NewRecording {
+                    id: &recording_id,
+                    call_id: None,
+                    source: callstream::store::RecordingSource::Provider,
+                    status: callstream::store::RecordingStatus::Failed,
+                    format: "wav",
+                    channels: 1,
+                    sample_rate: 8000,
+                    storage_path: "none",
+                    key_id: "none",
+                    algorithm: "none",
+                },
+                callstream::store::now_ms(),
+            )
+            .await
+            .unwrap();
+
         // Add a resource kind here when a route names a new kind of id.
-        let ids = HashMap::from([("calls", call_id), ("assets", "call.js".to_string())]);
+        let ids = HashMap::from([
+            ("calls", call_id),
+            ("assets", "call.js".to_string()),
+            ("recordings", recording_id),
+        ]);
         Self {
             server,
             keys,
@@ -233,12 +261,18 @@ fn the_table_is_well_formed() {
             route.method,
             route.path
         );
-        // Under /v1 only provider callbacks (signed by the provider) may
-        // skip the API key.
+        // Under /v1 only provider callbacks (signed by the provider) and
+        // the recording download (a link signed by us, naming tenant,
+        // recording and expiry) may skip the API key. Listed by exact
+        // path: nothing else joins them by accident.
+        const SIGNED_LINKS: &[&str] = &["/v1/recordings/{id}/download"];
         if let Access::Public(why) = route.access {
             assert!(!why.is_empty());
             assert!(
-                !route.path.starts_with("/v1/") || route.path.starts_with("/v1/providers/"),
+                !route.path.starts_with("/v1/")
+                    || route.path.starts_with("/v1/providers/")
+                    || (SIGNED_LINKS.contains(&route.path)
+                        && route.method == axum::http::Method::GET),
                 "{} {} is public under /v1",
                 route.method,
                 route.path
