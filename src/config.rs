@@ -162,6 +162,15 @@ pub struct RecordingConfig {
     /// Longest recording; audio past it is not written (bounds the storage
     /// one call can take).
     pub max_duration_secs: u64,
+    /// Keys that sign download links, oldest first; the last signs, all
+    /// verify (rotate by appending, drop old ones later). Default: the ring
+    /// in `{data_dir}/keys/url-signing.keys`, created on first start.
+    pub url_signing_keys: Option<crate::recording::signing::SigningKeys>,
+    /// Lifetime of a signed download link, in minutes.
+    pub url_ttl_minutes: u32,
+    /// How often the retention worker looks for recordings past their
+    /// tenant's `retention_days`.
+    pub retention_interval_secs: u64,
 }
 
 impl Default for RecordingConfig {
@@ -172,6 +181,9 @@ impl Default for RecordingConfig {
             master_key_file: None,
             master_key: None,
             max_duration_secs: 4 * 3600,
+            url_signing_keys: None,
+            url_ttl_minutes: 15,
+            retention_interval_secs: 3600,
         }
     }
 }
@@ -361,6 +373,9 @@ impl Config {
                 "RECORDING__MASTER_KEY_FILE" => recording.master_key_file as opt,
                 "RECORDING__MASTER_KEY" => recording.master_key as opt,
                 "RECORDING__MAX_DURATION_SECS" => recording.max_duration_secs,
+                "RECORDING__URL_SIGNING_KEYS" => recording.url_signing_keys as opt,
+                "RECORDING__URL_TTL_MINUTES" => recording.url_ttl_minutes,
+                "RECORDING__RETENTION_INTERVAL_SECS" => recording.retention_interval_secs,
             );
         }
         Ok(())
@@ -494,6 +509,22 @@ impl Config {
                 "must be between 60 and 172800",
             ));
         }
+        if let Some(keys) = &r.url_signing_keys {
+            crate::recording::signing::validate_keys(&keys.0)
+                .map_err(|m| invalid("recording.url_signing_keys", m))?;
+        }
+        if !(1..=7 * 24 * 60).contains(&r.url_ttl_minutes) {
+            return Err(invalid(
+                "recording.url_ttl_minutes",
+                "must be between 1 and 10080 (a week)",
+            ));
+        }
+        if !(1..=7 * 86_400).contains(&r.retention_interval_secs) {
+            return Err(invalid(
+                "recording.retention_interval_secs",
+                "must be between 1 and 604800",
+            ));
+        }
         Ok(())
     }
 
@@ -511,6 +542,11 @@ impl Config {
             .master_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("keys").join("master.key"))
+    }
+
+    /// Where the download link signing keys are kept when not configured.
+    pub fn url_signing_key_file(&self) -> PathBuf {
+        self.data_dir.join("keys").join("url-signing.keys")
     }
 
     /// The base URL providers call, defaulting to `http://{listen}`.
@@ -636,6 +672,55 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("recording.master_key"), "{err}");
         assert!(!err.to_string().contains(bad));
+    }
+
+    #[test]
+    fn url_signing_keys_ttl_and_retention_interval() {
+        let secret = "s".repeat(40);
+        let cfg = Config::load(
+            None,
+            env(&[
+                (
+                    "CALLSTREAM_RECORDING__URL_SIGNING_KEYS",
+                    &format!("old:{secret},new:{secret}"),
+                ),
+                ("CALLSTREAM_RECORDING__URL_TTL_MINUTES", "5"),
+                ("CALLSTREAM_RECORDING__RETENTION_INTERVAL_SECS", "60"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let keys = &cfg.recording.url_signing_keys.as_ref().unwrap().0;
+        assert_eq!(
+            keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+            ["old", "new"]
+        );
+        assert_eq!(cfg.recording.url_ttl_minutes, 5);
+        assert_eq!(cfg.recording.retention_interval_secs, 60);
+        assert!(!format!("{cfg:?}").contains(&secret));
+        for (name, value, key) in [
+            (
+                "CALLSTREAM_RECORDING__URL_SIGNING_KEYS",
+                "a:short",
+                "recording.url_signing_keys",
+            ),
+            (
+                "CALLSTREAM_RECORDING__URL_TTL_MINUTES",
+                "0",
+                "recording.url_ttl_minutes",
+            ),
+            (
+                "CALLSTREAM_RECORDING__RETENTION_INTERVAL_SECS",
+                "0",
+                "recording.retention_interval_secs",
+            ),
+        ] {
+            let err = Config::load(None, env(&[(name, value)]), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let file = "[recording]\nurl_ttl_minutes = 30\nurl_signing_keys = [{ id = \"k1\", secret = \"0123456789abcdef0123456789abcdef\" }]\n";
+        let cfg: Config = toml::from_str(file).unwrap();
+        assert_eq!(cfg.recording.url_signing_keys.unwrap().0[0].id, "k1");
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let sessions = state.sessions.clone();
     let grace = state.config.shutdown_grace();
+    // Retention runs while we serve; it stops (finishing a sweep in
+    // progress) once streams have wound down.
+    let stop_retention = tokio_util::sync::CancellationToken::new();
+    let retention = state.recordings.clone().map(|recordings| {
+        recording::retention::spawn(
+            recordings,
+            std::time::Duration::from_secs(state.config.recording.retention_interval_secs),
+            recording::retention::system_clock(),
+            stop_retention.clone(),
+        )
+    });
     let router = app(state.clone());
     let signal_sessions = sessions.clone();
     axum::serve(listener, router)
@@ -63,6 +74,10 @@ pub async fn serve(
                 .end_call(&tenant, &call, store::CallStatus::Interrupted, now)
                 .await;
         }
+    }
+    stop_retention.cancel();
+    if let Some(task) = retention {
+        let _ = task.await;
     }
     Ok(())
 }

@@ -552,6 +552,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             next: state.sinks.clone(),
         });
         state.recordings = Some(recordings);
+        if cfg.recording.url_signing_keys.is_none() {
+            let path = cfg.url_signing_key_file();
+            state.url_signer = Arc::new(
+                callstream::recording::signing::UrlSigner::load_or_create(&path)
+                    .context("cannot load the download link signing keys")?,
+            );
+        }
     } else {
         tracing::info!("recording off (recording.enabled = false)");
     }

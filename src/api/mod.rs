@@ -11,6 +11,7 @@ mod phone_numbers;
 pub mod quota;
 pub mod rbac;
 pub mod recording;
+pub mod recordings;
 pub mod routes;
 mod settings;
 pub mod stream;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub captions: crate::asr::captions::CaptionHub,
     /// Encrypted recordings (read, store, delete); `None` when recording is off.
     pub recordings: Option<crate::recording::Recordings>,
+    /// Signs and checks recording download links.
+    pub url_signer: Arc<crate::recording::signing::UrlSigner>,
     /// The telephony provider's REST API (calls, live controls); requests
     /// carry each tenant's own credentials.
     pub provider: Arc<dyn crate::providers::TelephonyProvider>,
@@ -72,6 +75,7 @@ fn twilio_provider(config: &Config) -> Arc<dyn crate::providers::TelephonyProvid
 impl AppState {
     pub fn new(store: Store, config: Config, token_secret: Secret) -> Self {
         let provider = twilio_provider(&config);
+        let url_signer = Arc::new(url_signer(&config));
         Self {
             twilio: Arc::new(TwilioAuth::new(store.clone())),
             store,
@@ -83,6 +87,7 @@ impl AppState {
             captions: crate::asr::captions::CaptionHub::new(),
             recordings: None,
             provider,
+            url_signer,
         }
     }
 }
@@ -123,6 +128,19 @@ impl AppState {
         );
         url::Url::parse(&url).map_err(|e| AppError::Internal(format!("public URL: {e}")))
     }
+}
+
+/// The configured link signing keys; without any, a key that lives as long
+/// as the process (`callstream serve` loads or creates the key file
+/// instead: see [`crate::recording::signing::UrlSigner::load_or_create`]).
+fn url_signer(config: &Config) -> crate::recording::signing::UrlSigner {
+    use crate::recording::signing::UrlSigner;
+    config
+        .recording
+        .url_signing_keys
+        .as_ref()
+        .and_then(|k| UrlSigner::new(k.0.clone()).ok())
+        .unwrap_or_else(UrlSigner::ephemeral)
 }
 
 /// The whole HTTP application, built from the route table

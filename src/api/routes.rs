@@ -16,7 +16,8 @@ use axum::Router;
 use super::auth::{require, Guard};
 use super::rbac::Permission;
 use super::{
-    calls, captions, crm, openapi, phone_numbers, settings, stream, ui, usage, webhooks, AppState,
+    calls, captions, crm, openapi, phone_numbers, recordings, settings, stream, ui, usage,
+    webhooks, AppState,
 };
 use crate::store::TenantSettings;
 
@@ -140,6 +141,9 @@ pub fn routes() -> Vec<Route> {
         Route::post("/v1/phone-numbers", Key(PhoneNumbersManage), phone_numbers::provision),
         Route::delete("/v1/phone-numbers/{id}", Key(PhoneNumbersManage), phone_numbers::release),
         Route::get("/v1/usage", Key(UsageRead), usage::get),
+        Route::get("/v1/recordings/{id}", Key(RecordingsRead), recordings::get),
+        Route::delete("/v1/recordings/{id}", Key(RecordingsDelete), recordings::delete),
+        Route::get("/v1/recordings/{id}/download", Public("signed URL: HMAC over method, path, tenant, expiry and key id; expires"), recordings::download),
         Route::get("/v1/settings/telephony", Key(SettingsRead), settings::get).returns::<TenantSettings>().summary("the tenant's telephony settings"),
         Route::put("/v1/settings/telephony", Key(SettingsManage), settings::put).body::<TenantSettings>().returns::<TenantSettings>().summary("replace the telephony settings (every field)"),
     ]

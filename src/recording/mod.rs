@@ -20,6 +20,8 @@ pub mod crypt;
 pub mod interleave;
 pub mod keys;
 pub mod recorder;
+pub mod retention;
+pub mod signing;
 pub mod storage;
 pub mod wav;
 

@@ -113,6 +113,18 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
         sinks: impl FnOnce(&AppState, Captured) -> Arc<dyn SinkFactory>,
     ) -> Self {
+        Self::start_state(tweak, |state, captured| {
+            state.sinks = sinks(state, captured);
+        })
+        .await
+    }
+
+    /// As [`TestServer::start_full`], with the whole state to set up
+    /// (sinks, recordings, …) before it is served.
+    pub async fn start_state(
+        tweak: impl FnOnce(&mut Config),
+        setup: impl FnOnce(&mut AppState, Captured),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -140,7 +152,7 @@ impl TestServer {
         let secret = callstream::load_token_secret(&cfg).unwrap();
         let captured = Captured::default();
         let mut state = AppState::new(store.clone(), cfg, secret);
-        state.sinks = sinks(&state, captured.clone());
+        setup(&mut state, captured.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(callstream::serve(listener, state.clone(), async move {
             let _ = rx.await;
