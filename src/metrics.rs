@@ -48,6 +48,11 @@ pub struct Metrics {
     pub recording_bytes: IntCounter,
     /// Audio seconds in finalised recordings.
     pub recording_seconds: prometheus::Counter,
+    /// Job attempts ended, by kind and outcome (succeeded, retried, failed).
+    pub jobs_total: IntCounterVec,
+    /// Unfinished jobs by kind and status (queued, running), refreshed by
+    /// the worker pool.
+    pub jobs_queue_depth: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -156,6 +161,22 @@ impl Metrics {
             "Seconds of audio in finalised recordings",
         )
         .expect("valid metric");
+        let jobs_total = IntCounterVec::new(
+            Opts::new(
+                "callstream_jobs_total",
+                "Background job attempts ended, by kind and outcome",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("valid metric");
+        let jobs_queue_depth = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "callstream_jobs_queue_depth",
+                "Unfinished background jobs, by kind and status",
+            ),
+            &["kind", "status"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(active_streams.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(frames_in.clone()),
@@ -170,6 +191,8 @@ impl Metrics {
             Box::new(recording_failures.clone()),
             Box::new(recording_bytes.clone()),
             Box::new(recording_seconds.clone()),
+            Box::new(jobs_total.clone()),
+            Box::new(jobs_queue_depth.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
@@ -197,6 +220,8 @@ impl Metrics {
             recording_failures,
             recording_bytes,
             recording_seconds,
+            jobs_total,
+            jobs_queue_depth,
         }
     }
 

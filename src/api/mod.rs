@@ -5,6 +5,7 @@ mod auth;
 mod calls;
 mod captions;
 mod error;
+mod jobs;
 pub mod rbac;
 pub mod recording;
 pub mod routes;
@@ -47,11 +48,21 @@ pub struct AppState {
     pub captions: crate::asr::captions::CaptionHub,
     /// Encrypted recordings (read, store, delete); `None` when recording is off.
     pub recordings: Option<crate::recording::Recordings>,
+    /// The telephony provider's API (webhook checks, recording downloads).
+    pub provider: Arc<dyn crate::providers::TelephonyProvider>,
 }
 
 impl AppState {
     pub fn new(store: Store, config: Config, token_secret: Secret) -> Self {
+        // The config was validated (http(s) base URL, positive timeout),
+        // which is all the client needs.
+        let provider = crate::providers::twilio::TwilioProvider::new(
+            config.providers.twilio.api_base_url.clone(),
+            config.providers.twilio.request_timeout(),
+        )
+        .expect("a validated config builds the Twilio client");
         Self {
+            provider: Arc::new(provider),
             twilio: Arc::new(TwilioAuth::new(store.clone())),
             store,
             sessions: SessionRegistry::new(config.stream.max_streams),

@@ -15,7 +15,7 @@ use axum::Router;
 
 use super::auth::{require, Guard};
 use super::rbac::Permission;
-use super::{calls, captions, settings, stream, ui, AppState};
+use super::{calls, captions, jobs, settings, stream, ui, AppState};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,11 +84,14 @@ pub fn routes() -> Vec<Route> {
         Route::get("/ui/calls/{id}", Public("static page; holds no data, its API calls carry the key"), ui::page),
         Route::get("/ui/assets/{file}", Public("static script and styles"), ui::asset),
         Route::get("/v1/providers/twilio/stream", Public("Twilio media stream: X-Twilio-Signature or per-call stream token"), stream::twilio_upgrade),
+        Route::post("/v1/providers/twilio/recording", Public("Twilio signature"), jobs::twilio_recording_callback),
         Route::get("/v1/calls", Key(CallsRead), calls::list),
         Route::get("/v1/calls/{id}", Key(CallsRead), calls::get),
         Route::get("/v1/calls/{id}/captions", KeyOrQueryToken(TranscriptsRead), captions::captions),
         Route::get("/v1/calls/{id}/transcript", Key(TranscriptsRead), captions::transcript),
         Route::post("/v1/calls/{id}/stream/messages", Key(CallsControl), stream::send_to_stream),
+        Route::post("/v1/calls/{id}/transcriptions", Key(TranscriptionsCreate), jobs::create_transcription),
+        Route::get("/v1/transcription-jobs/{id}", Key(TranscriptsRead), jobs::get_transcription_job),
         Route::get("/v1/settings/telephony", Key(SettingsRead), settings::get),
         Route::put("/v1/settings/telephony", Key(SettingsManage), settings::put),
     ]

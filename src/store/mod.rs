@@ -5,6 +5,7 @@
 
 mod api_keys;
 mod calls;
+mod jobs;
 mod recordings;
 mod tenants;
 mod transcripts;
@@ -19,6 +20,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
 pub use calls::{Call, CallLog, CallPage, CallStatus, Direction, StreamCall};
+pub use jobs::{Job, JobCount, JobStatus, NewJob};
 pub use recordings::{
     NewRecording, NewRecordingKey, Recording, RecordingKey, RecordingKeyStatus, RecordingOutcome,
     RecordingSource, RecordingStatus,
