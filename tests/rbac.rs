@@ -57,8 +57,30 @@ impl Fixture {
         }
         let call_id = call_id.expect("the stream opened a call");
 
+        // A transcription job of tenant A.
+        let payload = serde_json::json!({"call_id": call_id, "recording_id": "none"});
+        let job = server
+            .store
+            .enqueue_job(
+                &server.tenant_id,
+                &callstream::store::NewJob {
+                    kind: callstream::jobs::transcribe::KIND,
+                    payload: &payload,
+                    max_attempts: 1,
+                    dedup_key: None,
+                    run_after: None,
+                },
+                callstream::store::now_ms(),
+            )
+            .await
+            .unwrap();
+
         // Add a resource kind here when a route names a new kind of id.
-        let ids = HashMap::from([("calls", call_id), ("assets", "call.js".to_string())]);
+        let ids = HashMap::from([
+            ("calls", call_id),
+            ("assets", "call.js".to_string()),
+            ("transcription-jobs", job.id),
+        ]);
         Self {
             server,
             keys,

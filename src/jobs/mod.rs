@@ -232,6 +232,17 @@ impl WorkerPool {
     }
 }
 
+/// Aborts a spawned task when dropped, so a worker that is itself aborted
+/// (shutdown past the grace period) leaves no handler running and no
+/// heartbeat renewing a lease nobody will finish.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Sets `callstream_jobs_queue_depth` from the database.
 pub async fn refresh_queue_depth(store: &Store, metrics: &Metrics) {
     match store.count_open_jobs().await {
@@ -305,7 +316,7 @@ impl Worker {
         // Renew the lease while the handler runs.
         let beat_ctx = ctx.clone();
         let beat_every = (self.settings.lease / 3).max(Duration::from_millis(50));
-        let heartbeat = tokio::spawn(async move {
+        let _heartbeat = AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(beat_every).await;
                 let now = now_ms();
@@ -324,12 +335,16 @@ impl Worker {
                     break;
                 }
             }
-        });
+        }));
         // Its own task, so a panicking handler costs an attempt, not the worker.
         let run_job = job.clone();
         let run_ctx = ctx.clone();
-        let outcome = tokio::spawn(async move { handler.run(&run_job, &run_ctx).await }).await;
-        heartbeat.abort();
+        let mut running =
+            AbortOnDrop(tokio::spawn(
+                async move { handler.run(&run_job, &run_ctx).await },
+            ));
+        let outcome = (&mut running.0).await;
+        drop(_heartbeat);
         let outcome = outcome.unwrap_or_else(|e| {
             Err(JobError::retry(if e.is_panic() {
                 "the job's handler panicked"
