@@ -58,7 +58,7 @@ async fn recording_server(tweak: impl FnOnce(&mut Config)) -> (TestServer, Recor
     let slot: Arc<Mutex<Option<Recordings>>> = Arc::default();
     let s = slot.clone();
     let server = TestServer::start_full(tweak, move |state, captured| {
-        let storage = Arc::new(LocalStorage::new(&state.config.recording_dir()).unwrap());
+        let storage = Arc::new(LocalStorage::new(state.config.recording_dir()).unwrap());
         let keys = callstream::recording::keyring(&state.config, state.store.clone()).unwrap();
         let recordings = Recordings::new(
             state.store.clone(),
@@ -183,11 +183,18 @@ async fn a_recorded_call_is_retranscribed_once_by_a_batch_job() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(job["status"], "succeeded", "{job}");
-    assert_eq!((job["progress"].as_f64(), job["attempts"].as_i64()), (Some(1.0), Some(1)));
+    assert_eq!(
+        (job["progress"].as_f64(), job["attempts"].as_i64()),
+        (Some(1.0), Some(1))
+    );
     let transcript_id = job["transcript_id"].as_str().unwrap().to_string();
 
     let tenant = server.tenant_id.clone();
-    let t = server.store.get_transcript(&tenant, &transcript_id).await.unwrap();
+    let t = server
+        .store
+        .get_transcript(&tenant, &transcript_id)
+        .await
+        .unwrap();
     assert_eq!(t.status, TranscriptStatus::Completed);
     assert_eq!(t.call_id.as_deref(), Some(call_id.as_str()));
     let segments = server
@@ -230,10 +237,17 @@ async fn a_recorded_call_is_retranscribed_once_by_a_batch_job() {
     let again = finished_job(&server.store, &tenant, &job_id).await;
     assert_eq!(again.status, JobStatus::Succeeded);
     assert_eq!(again.attempts, 2);
-    assert_eq!(again.result.as_ref().unwrap()["transcript_id"], transcript_id.as_str());
+    assert_eq!(
+        again.result.as_ref().unwrap()["transcript_id"],
+        transcript_id.as_str()
+    );
     assert_eq!(again.result.as_ref().unwrap()["reused"], true);
     assert_eq!(
-        server.store.count_call_transcripts(&tenant, &call_id).await.unwrap(),
+        server
+            .store
+            .count_call_transcripts(&tenant, &call_id)
+            .await
+            .unwrap(),
         1
     );
     // Another tenant sees no such job.
@@ -254,7 +268,10 @@ async fn a_recorded_call_is_retranscribed_once_by_a_batch_job() {
     assert_eq!(status, 404);
     let metrics = server.metrics().await;
     assert_eq!(
-        metric(&metrics, r#"callstream_jobs_total{kind="transcription",outcome="succeeded"}"#),
+        metric(
+            &metrics,
+            r#"callstream_jobs_total{kind="transcription",outcome="succeeded"}"#
+        ),
         2.0
     );
     pool.stop(Duration::from_secs(5)).await;
@@ -284,11 +301,17 @@ async fn post_callback(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let sig = signature.map_or_else(|| signature::compute(AUTH_TOKEN, &url, &params), str::to_string);
+    let sig = signature.map_or_else(
+        || signature::compute(AUTH_TOKEN, &url, &params),
+        str::to_string,
+    );
     reqwest::Client::new()
         .post(&url)
         .header("X-Twilio-Signature", sig)
-        .header("I-Twilio-Idempotency-Token", uuid::Uuid::new_v4().to_string())
+        .header(
+            "I-Twilio-Idempotency-Token",
+            uuid::Uuid::new_v4().to_string(),
+        )
         .form(&params)
         .send()
         .await
@@ -335,25 +358,37 @@ async fn a_provider_recording_is_fetched_with_retries_and_stored_encrypted() {
         ]
     };
     let flaky_url: &'static str = Box::leak(flaky_url.into_boxed_str());
-    let missing_url: &'static str = Box::leak(mock.recording_url(MISSING_RECORDING).into_boxed_str());
+    let missing_url: &'static str =
+        Box::leak(mock.recording_url(MISSING_RECORDING).into_boxed_str());
 
     // Unsigned, wrongly signed, or signed for another body: refused, nothing queued.
     let completed = fields(FLAKY_RECORDING, flaky_url, "completed");
     assert_eq!(post_callback(&server, &completed, Some("")).await, 403);
-    assert_eq!(post_callback(&server, &completed, Some("bm9wZQ==")).await, 403);
+    assert_eq!(
+        post_callback(&server, &completed, Some("bm9wZQ==")).await,
+        403
+    );
     let url = format!("http://{}/v1/providers/twilio/recording", server.addr);
     let other: Vec<(String, String)> = fields(FLAKY_RECORDING, flaky_url, "in-progress")
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let other_sig = signature::compute(AUTH_TOKEN, &url, &other);
-    assert_eq!(post_callback(&server, &completed, Some(&other_sig)).await, 403);
+    assert_eq!(
+        post_callback(&server, &completed, Some(&other_sig)).await,
+        403
+    );
     assert!(server.store.count_open_jobs().await.unwrap().is_empty());
 
     // Progress callbacks queue nothing; `completed` (sent twice, as Twilio
     // retries) queues one job.
     assert_eq!(
-        post_callback(&server, &fields(FLAKY_RECORDING, flaky_url, "in-progress"), None).await,
+        post_callback(
+            &server,
+            &fields(FLAKY_RECORDING, flaky_url, "in-progress"),
+            None
+        )
+        .await,
         204
     );
     assert!(server.store.count_open_jobs().await.unwrap().is_empty());
@@ -399,8 +434,9 @@ async fn a_provider_recording_is_fetched_with_retries_and_stored_encrypted() {
         .filter(|r| r.path.contains(FLAKY_RECORDING))
         .collect();
     assert_eq!(downloads.len(), FLAKY_FAILURES + 1);
-    assert!(downloads.iter().all(|r| r.method == "GET"
-        && r.basic_auth == Some((ACCOUNT_SID.into(), AUTH_TOKEN.into()))));
+    assert!(downloads.iter().all(
+        |r| r.method == "GET" && r.basic_auth == Some((ACCOUNT_SID.into(), AUTH_TOKEN.into()))
+    ));
 
     // Stored encrypted, linked to the call, decrypting to the bytes served.
     let (row, mut reader) = recordings.open_wav(&tenant, &recording_id).await.unwrap();
@@ -409,13 +445,20 @@ async fn a_provider_recording_is_fetched_with_retries_and_stored_encrypted() {
     reader.read_to_end(&mut back).unwrap();
     assert_eq!(back, wav);
     let call_now = server.store.get_call(&tenant, &call.id).await.unwrap();
-    assert_eq!(call_now.recording_id.as_deref(), Some(recording_id.as_str()));
+    assert_eq!(
+        call_now.recording_id.as_deref(),
+        Some(recording_id.as_str())
+    );
 
     // A recording the provider does not have: failed at once, logged.
     let missing_job = job_for_recording(&server.store, MISSING_RECORDING).await;
     let job = finished_job(&server.store, &tenant, &missing_job).await;
     assert_eq!((job.status, job.attempts), (JobStatus::Failed, 1));
-    assert!(job.error.as_deref().unwrap().contains("404"), "{:?}", job.error);
+    assert!(
+        job.error.as_deref().unwrap().contains("404"),
+        "{:?}",
+        job.error
+    );
 
     let events: Vec<(String, serde_json::Value)> = server
         .store
@@ -432,8 +475,15 @@ async fn a_provider_recording_is_fetched_with_retries_and_stored_encrypted() {
             .count()
     };
     // The repeated `completed` callback is logged once.
-    assert_eq!(count("provider_recording_status", FLAKY_RECORDING), 2, "{events:?}");
-    assert_eq!(count("provider_recording_fetch_error", FLAKY_RECORDING), FLAKY_FAILURES);
+    assert_eq!(
+        count("provider_recording_status", FLAKY_RECORDING),
+        2,
+        "{events:?}"
+    );
+    assert_eq!(
+        count("provider_recording_fetch_error", FLAKY_RECORDING),
+        FLAKY_FAILURES
+    );
     assert_eq!(count("provider_recording_stored", FLAKY_RECORDING), 1);
     assert_eq!(count("provider_recording_failed", MISSING_RECORDING), 1);
 
@@ -444,7 +494,10 @@ async fn a_provider_recording_is_fetched_with_retries_and_stored_encrypted() {
         .await
         .unwrap();
     let again = finished_job(&server.store, &tenant, &flaky_job).await;
-    assert_eq!(again.result.as_ref().unwrap()["recording_id"], recording_id.as_str());
+    assert_eq!(
+        again.result.as_ref().unwrap()["recording_id"],
+        recording_id.as_str()
+    );
     assert_eq!(again.result.as_ref().unwrap()["reused"], true);
     let fetched = mock
         .requests()
@@ -456,11 +509,17 @@ async fn a_provider_recording_is_fetched_with_retries_and_stored_encrypted() {
     let metrics = server.metrics().await;
     let kind = fetch::KIND;
     assert_eq!(
-        metric(&metrics, &format!(r#"callstream_jobs_total{{kind="{kind}",outcome="retried"}}"#)),
+        metric(
+            &metrics,
+            &format!(r#"callstream_jobs_total{{kind="{kind}",outcome="retried"}}"#)
+        ),
         FLAKY_FAILURES as f64
     );
     assert_eq!(
-        metric(&metrics, &format!(r#"callstream_jobs_total{{kind="{kind}",outcome="failed"}}"#)),
+        metric(
+            &metrics,
+            &format!(r#"callstream_jobs_total{{kind="{kind}",outcome="failed"}}"#)
+        ),
         1.0
     );
     pool.stop(Duration::from_secs(5)).await;
@@ -544,7 +603,12 @@ async fn failing_attempts_are_retried_then_failed_with_the_error_kept() {
 
     // Two failures, then success: three attempts.
     let handler = TestHandler::new(2);
-    let pool = WorkerPool::start(store.clone(), vec![handler.clone()], settings(30_000), metrics.clone());
+    let pool = WorkerPool::start(
+        store.clone(),
+        vec![handler.clone()],
+        settings(30_000),
+        metrics.clone(),
+    );
     let id = enqueue(&store, &tenant, 5).await;
     let job = finished_job(&store, &tenant, &id).await;
     assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 3));
@@ -555,11 +619,19 @@ async fn failing_attempts_are_retried_then_failed_with_the_error_kept() {
 
     // Always failing: attempts run out, the last error is kept.
     let handler = TestHandler::new(usize::MAX);
-    let pool = WorkerPool::start(store.clone(), vec![handler.clone()], settings(30_000), metrics.clone());
+    let pool = WorkerPool::start(
+        store.clone(),
+        vec![handler.clone()],
+        settings(30_000),
+        metrics.clone(),
+    );
     let id = enqueue(&store, &tenant, 3).await;
     let job = finished_job(&store, &tenant, &id).await;
     assert_eq!((job.status, job.attempts), (JobStatus::Failed, 3));
-    assert_eq!(job.error.as_deref(), Some("gave up after 3 attempts: boom 3"));
+    assert_eq!(
+        job.error.as_deref(),
+        Some("gave up after 3 attempts: boom 3")
+    );
     pool.stop(Duration::from_secs(5)).await;
 
     // A permanent error fails at once.
@@ -569,7 +641,12 @@ async fn failing_attempts_are_retried_then_failed_with_the_error_kept() {
         permanent: true,
         hang: false,
     });
-    let pool = WorkerPool::start(store.clone(), vec![handler.clone()], settings(30_000), metrics.clone());
+    let pool = WorkerPool::start(
+        store.clone(),
+        vec![handler.clone()],
+        settings(30_000),
+        metrics.clone(),
+    );
     let id = enqueue(&store, &tenant, 5).await;
     let job = finished_job(&store, &tenant, &id).await;
     assert_eq!((job.status, job.attempts), (JobStatus::Failed, 1));
@@ -577,7 +654,12 @@ async fn failing_attempts_are_retried_then_failed_with_the_error_kept() {
     pool.stop(Duration::from_secs(5)).await;
 
     let text = metrics.render();
-    let m = |outcome: &str| metric(&text, &format!(r#"callstream_jobs_total{{kind="test",outcome="{outcome}"}}"#));
+    let m = |outcome: &str| {
+        metric(
+            &text,
+            &format!(r#"callstream_jobs_total{{kind="test",outcome="{outcome}"}}"#),
+        )
+    };
     assert_eq!((m("retried"), m("succeeded"), m("failed")), (4.0, 1.0, 2.0));
     callstream::jobs::refresh_queue_depth(&store, &metrics).await;
     assert!(!metrics.render().contains("callstream_jobs_queue_depth{"));
@@ -598,11 +680,19 @@ async fn a_dead_workers_job_is_claimed_again_when_its_lease_expires() {
     let metrics = Arc::new(Metrics::new());
     callstream::jobs::refresh_queue_depth(&store, &metrics).await;
     assert_eq!(
-        metric(&metrics.render(), r#"callstream_jobs_queue_depth{kind="test",status="running"}"#),
+        metric(
+            &metrics.render(),
+            r#"callstream_jobs_queue_depth{kind="test",status="running"}"#
+        ),
         1.0
     );
     let handler = TestHandler::new(0);
-    let pool = WorkerPool::start(store.clone(), vec![handler.clone()], settings(30_000), metrics);
+    let pool = WorkerPool::start(
+        store.clone(),
+        vec![handler.clone()],
+        settings(30_000),
+        metrics,
+    );
     let job = finished_job(&store, &tenant, &id).await;
     assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 2));
     assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
@@ -629,7 +719,12 @@ async fn queued_and_running_jobs_survive_a_restart() {
     });
     let mut one = settings(400);
     one.concurrency = 1;
-    let pool = WorkerPool::start(store.clone(), vec![stuck.clone()], one, Arc::new(Metrics::new()));
+    let pool = WorkerPool::start(
+        store.clone(),
+        vec![stuck.clone()],
+        one,
+        Arc::new(Metrics::new()),
+    );
     for _ in 0..500 {
         if stuck.runs.load(Ordering::SeqCst) > 0 {
             break;
@@ -644,10 +739,21 @@ async fn queued_and_running_jobs_survive_a_restart() {
     // Second process: a new connection to the same database, a new pool.
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
     let store = Store::connect(&url).await.unwrap();
-    assert_eq!(store.get_job(&tenant, &running).await.unwrap().status, JobStatus::Running);
-    assert_eq!(store.get_job(&tenant, &waiting).await.unwrap().status, JobStatus::Queued);
+    assert_eq!(
+        store.get_job(&tenant, &running).await.unwrap().status,
+        JobStatus::Running
+    );
+    assert_eq!(
+        store.get_job(&tenant, &waiting).await.unwrap().status,
+        JobStatus::Queued
+    );
     let handler = TestHandler::new(0);
-    let pool = WorkerPool::start(store.clone(), vec![handler.clone()], settings(30_000), Arc::new(Metrics::new()));
+    let pool = WorkerPool::start(
+        store.clone(),
+        vec![handler.clone()],
+        settings(30_000),
+        Arc::new(Metrics::new()),
+    );
     let a = finished_job(&store, &tenant, &running).await;
     let b = finished_job(&store, &tenant, &waiting).await;
     assert_eq!((a.status, a.attempts), (JobStatus::Succeeded, 2));

@@ -69,7 +69,13 @@ fn provider_err(e: ProviderError) -> JobError {
 }
 
 impl RecordingFetchHandler {
-    async fn log(&self, tenant: &str, call_id: Option<&str>, event: &str, detail: serde_json::Value) {
+    async fn log(
+        &self,
+        tenant: &str,
+        call_id: Option<&str>,
+        event: &str,
+        detail: serde_json::Value,
+    ) {
         if let Some(call_id) = call_id {
             if let Err(e) = self
                 .store

@@ -217,7 +217,9 @@ impl WorkerPool {
             .await
             .is_err()
         {
-            tracing::warn!("jobs still running at shutdown; they will be retried after their lease");
+            tracing::warn!(
+                "jobs still running at shutdown; they will be retried after their lease"
+            );
             for t in &self.tasks {
                 t.abort();
             }
@@ -339,10 +341,9 @@ impl Worker {
         // Its own task, so a panicking handler costs an attempt, not the worker.
         let run_job = job.clone();
         let run_ctx = ctx.clone();
-        let mut running =
-            AbortOnDrop(tokio::spawn(
-                async move { handler.run(&run_job, &run_ctx).await },
-            ));
+        let mut running = AbortOnDrop(tokio::spawn(async move {
+            handler.run(&run_job, &run_ctx).await
+        }));
         let outcome = (&mut running.0).await;
         drop(_heartbeat);
         let outcome = outcome.unwrap_or_else(|e| {

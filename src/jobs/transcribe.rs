@@ -197,7 +197,10 @@ pub fn split_tracks(wav: Vec<u8>) -> Result<Vec<(&'static str, DecodedAudio)>, D
             let mut out = Vec::new();
             for (ch, track) in [(0, "caller"), (1, "agent")] {
                 let mono: Vec<i16> = samples.iter().skip(ch).step_by(2).copied().collect();
-                out.push((track, decode_bytes(mono_wav(&mono, spec.sample_rate)?, Some("wav"))?));
+                out.push((
+                    track,
+                    decode_bytes(mono_wav(&mono, spec.sample_rate)?, Some("wav"))?,
+                ));
             }
             return Ok(out);
         }

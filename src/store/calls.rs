@@ -85,7 +85,8 @@ pub struct StreamCall<'a> {
     pub to_number: Option<&'a str>,
 }
 
-pub(super) const CALL_COLUMNS: &str = "id, tenant_id, direction, status, from_number, to_number, provider, \
+pub(super) const CALL_COLUMNS: &str =
+    "id, tenant_id, direction, status, from_number, to_number, provider, \
      external_call_id, stream_id, started_at, answered_at, ended_at, duration_ms, recording_id, \
      transcript_id, created_at, updated_at";
 

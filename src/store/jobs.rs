@@ -464,34 +464,80 @@ mod tests {
                 Err(StoreError::NotFound)
             ));
             // Another kind is not claimed.
-            assert!(store.claim_job(&["z"], "w1", 1000, 100).await.unwrap().is_none());
-            let c = store.claim_job(&["k"], "w1", 1000, 100).await.unwrap().unwrap();
+            assert!(store
+                .claim_job(&["z"], "w1", 1000, 100)
+                .await
+                .unwrap()
+                .is_none());
+            let c = store
+                .claim_job(&["k"], "w1", 1000, 100)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!((c.id.as_str(), c.attempts), (j.id.as_str(), 1));
             assert_eq!(c.payload, p);
             // Held: nobody else gets it while the lease runs.
-            assert!(store.claim_job(&["k"], "w2", 1000, 500).await.unwrap().is_none());
+            assert!(store
+                .claim_job(&["k"], "w2", 1000, 500)
+                .await
+                .unwrap()
+                .is_none());
             // Lease expired (w1 died): w2 takes it; w1 can no longer write.
-            let c2 = store.claim_job(&["k"], "w2", 1000, 1101).await.unwrap().unwrap();
+            let c2 = store
+                .claim_job(&["k"], "w2", 1000, 1101)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(c2.attempts, 2);
-            assert!(!store.heartbeat_job(&j.id, "w1", Some(0.5), 5000, 1102).await.unwrap());
+            assert!(!store
+                .heartbeat_job(&j.id, "w1", Some(0.5), 5000, 1102)
+                .await
+                .unwrap());
             assert!(!store.complete_job(&j.id, "w1", &p, 1103).await.unwrap());
-            assert!(store.heartbeat_job(&j.id, "w2", Some(0.5), 5000, 1104).await.unwrap());
+            assert!(store
+                .heartbeat_job(&j.id, "w2", Some(0.5), 5000, 1104)
+                .await
+                .unwrap());
             // Retry with backoff: not due before run_after.
-            assert!(store.retry_job(&j.id, "w2", "boom", 3000, 1200).await.unwrap());
-            assert!(store.claim_job(&["k"], "w3", 1000, 2999).await.unwrap().is_none());
-            let c3 = store.claim_job(&["k"], "w3", 1000, 3000).await.unwrap().unwrap();
+            assert!(store
+                .retry_job(&j.id, "w2", "boom", 3000, 1200)
+                .await
+                .unwrap());
+            assert!(store
+                .claim_job(&["k"], "w3", 1000, 2999)
+                .await
+                .unwrap()
+                .is_none());
+            let c3 = store
+                .claim_job(&["k"], "w3", 1000, 3000)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(c3.error.as_deref(), Some("boom"));
             assert!(store.complete_job(&j.id, "w3", &p, 3001).await.unwrap());
             let done = store.get_job(&t.id, &j.id).await.unwrap();
             assert_eq!(done.status, JobStatus::Succeeded);
             assert_eq!(done.result, Some(p.clone()));
-            assert!(store.claim_job(&["k"], "w4", 1000, 999_999).await.unwrap().is_none());
+            assert!(store
+                .claim_job(&["k"], "w4", 1000, 999_999)
+                .await
+                .unwrap()
+                .is_none());
 
             // Dedup key: the same job twice.
-            let a = store.enqueue_job(&t.id, &job(&p, Some("RE1")), 1).await.unwrap();
-            let b = store.enqueue_job(&t.id, &job(&p, Some("RE1")), 2).await.unwrap();
+            let a = store
+                .enqueue_job(&t.id, &job(&p, Some("RE1")), 1)
+                .await
+                .unwrap();
+            let b = store
+                .enqueue_job(&t.id, &job(&p, Some("RE1")), 2)
+                .await
+                .unwrap();
             assert_eq!(a.id, b.id);
-            let c = store.enqueue_job(&other.id, &job(&p, Some("RE1")), 2).await.unwrap();
+            let c = store
+                .enqueue_job(&other.id, &job(&p, Some("RE1")), 2)
+                .await
+                .unwrap();
             assert_ne!(a.id, c.id);
             let depth = store.count_open_jobs().await.unwrap();
             assert_eq!(depth.iter().map(|d| d.count).sum::<i64>(), 2);

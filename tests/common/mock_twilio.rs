@@ -506,7 +506,11 @@ async fn api_handler(State(state): State<Arc<MockState>>, req: Request) -> Respo
                         .count()
                         <= FLAKY_FAILURES =>
                 {
-                    twilio_error(StatusCode::SERVICE_UNAVAILABLE, 20500, "Service unavailable")
+                    twilio_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        20500,
+                        "Service unavailable",
+                    )
                 }
                 STALLING_RECORDING => {
                     let first = Bytes::copy_from_slice(&state.wav[..4096]);
