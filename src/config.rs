@@ -56,6 +56,8 @@ pub struct Config {
     pub providers: ProvidersConfig,
     /// Encrypted call recordings.
     pub recording: RecordingConfig,
+    /// Background jobs (batch transcription, provider recording fetch).
+    pub jobs: JobsConfig,
     /// How long open sessions get to finish on shutdown before being forced.
     pub shutdown_grace_secs: u64,
 }
@@ -188,6 +190,41 @@ impl Default for RecordingConfig {
     }
 }
 
+/// The durable job queue's worker pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Run a worker pool in this process (several nodes may run one each).
+    pub enabled: bool,
+    /// Jobs run at once by this process.
+    pub concurrency: usize,
+    /// How often an idle worker looks for due jobs.
+    pub poll_interval_ms: u64,
+    /// A claimed job is the worker's for this long, renewed while it runs;
+    /// a dead worker's job is claimed again once it lapses.
+    pub lease_secs: u64,
+    /// Attempts before a job fails for good.
+    pub max_attempts: u32,
+    /// First retry delay; doubled each attempt, with jitter.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            concurrency: 2,
+            poll_interval_ms: 500,
+            lease_secs: 60,
+            max_attempts: 5,
+            backoff_base_ms: 2_000,
+            backoff_max_ms: 300_000,
+        }
+    }
+}
+
 impl TwilioConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -232,6 +269,7 @@ impl Default for Config {
             asr: AsrConfig::default(),
             providers: ProvidersConfig::default(),
             recording: RecordingConfig::default(),
+            jobs: JobsConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -376,6 +414,13 @@ impl Config {
                 "RECORDING__URL_SIGNING_KEYS" => recording.url_signing_keys as opt,
                 "RECORDING__URL_TTL_MINUTES" => recording.url_ttl_minutes,
                 "RECORDING__RETENTION_INTERVAL_SECS" => recording.retention_interval_secs,
+                "JOBS__ENABLED" => jobs.enabled,
+                "JOBS__CONCURRENCY" => jobs.concurrency,
+                "JOBS__POLL_INTERVAL_MS" => jobs.poll_interval_ms,
+                "JOBS__LEASE_SECS" => jobs.lease_secs,
+                "JOBS__MAX_ATTEMPTS" => jobs.max_attempts,
+                "JOBS__BACKOFF_BASE_MS" => jobs.backoff_base_ms,
+                "JOBS__BACKOFF_MAX_MS" => jobs.backoff_max_ms,
             );
         }
         Ok(())
@@ -523,6 +568,28 @@ impl Config {
             return Err(invalid(
                 "recording.retention_interval_secs",
                 "must be between 1 and 604800",
+            ));
+        }
+        let j = &self.jobs;
+        if !(1..=64).contains(&j.concurrency) {
+            return Err(invalid("jobs.concurrency", "must be between 1 and 64"));
+        }
+        if !(10..=60_000).contains(&j.poll_interval_ms) {
+            return Err(invalid(
+                "jobs.poll_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        if !(1..=3600).contains(&j.lease_secs) {
+            return Err(invalid("jobs.lease_secs", "must be between 1 and 3600"));
+        }
+        if !(1..=100).contains(&j.max_attempts) {
+            return Err(invalid("jobs.max_attempts", "must be between 1 and 100"));
+        }
+        if j.backoff_base_ms == 0 || j.backoff_base_ms > j.backoff_max_ms {
+            return Err(invalid(
+                "jobs.backoff_base_ms",
+                "must be at least 1 and at most jobs.backoff_max_ms",
             ));
         }
         Ok(())

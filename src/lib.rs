@@ -10,6 +10,7 @@ pub mod api;
 pub mod asr;
 pub mod audio;
 pub mod config;
+pub mod jobs;
 pub mod loadgen;
 pub mod media;
 pub mod metrics;

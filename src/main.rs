@@ -501,6 +501,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         "callstream serving"
     );
     let mut state = AppState::new(store.clone(), cfg.clone(), token_secret);
+    let mut batch_engine = None;
     if cfg.asr.enabled {
         let engine_cfg = callstream::asr::engine::EngineConfig {
             model_path: cfg.asr.model_path.clone(),
@@ -515,8 +516,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             "live transcription is enabled (asr.enabled) but the Whisper model cannot be loaded",
         )?;
         tracing::info!(model = %cfg.asr.model_path.display(), "live transcription on");
+        let engine = Arc::new(engine);
+        batch_engine = Some(engine.clone());
         state.sinks = Arc::new(TranscriptionSinks {
-            engine: Arc::new(engine),
+            engine,
             store: store.clone(),
             hub: state.captions.clone(),
             config: cfg.asr.live(),
@@ -562,10 +565,56 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         tracing::info!("recording off (recording.enabled = false)");
     }
+    let jobs = start_jobs(&cfg, &state, batch_engine);
     callstream::serve(listener, state, shutdown_signal()).await?;
+    if let Some(jobs) = jobs {
+        jobs.stop(cfg.shutdown_grace()).await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The background job workers: batch transcription (needs the Whisper
+/// engine and recordings) and provider recording downloads (need
+/// recordings). A job kind without its handler here stays queued for a
+/// node that has it.
+fn start_jobs(
+    cfg: &Config,
+    state: &AppState,
+    engine: Option<Arc<callstream::asr::engine::AsrEngine>>,
+) -> Option<callstream::jobs::WorkerPool> {
+    use callstream::jobs::{fetch, transcribe, JobHandler, PoolSettings, WorkerPool};
+    if !cfg.jobs.enabled {
+        tracing::info!("job workers off (jobs.enabled = false)");
+        return None;
+    }
+    let mut handlers: Vec<Arc<dyn JobHandler>> = Vec::new();
+    if let Some(recordings) = &state.recordings {
+        handlers.push(Arc::new(fetch::RecordingFetchHandler {
+            store: state.store.clone(),
+            recordings: recordings.clone(),
+            provider: state.provider.clone(),
+        }));
+        if let Some(engine) = engine {
+            handlers.push(Arc::new(transcribe::TranscriptionHandler {
+                store: state.store.clone(),
+                recordings: recordings.clone(),
+                engine,
+            }));
+        }
+    }
+    tracing::info!(
+        concurrency = cfg.jobs.concurrency,
+        kinds = ?handlers.iter().map(|h| h.kind()).collect::<Vec<_>>(),
+        "job workers on"
+    );
+    Some(WorkerPool::start(
+        state.store.clone(),
+        handlers,
+        PoolSettings::from(&cfg.jobs),
+        state.metrics.clone(),
+    ))
 }
 
 async fn shutdown_signal() {

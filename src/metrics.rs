@@ -50,6 +50,11 @@ pub struct Metrics {
     pub recording_seconds: prometheus::Counter,
     quota_rejections: IntCounterVec,
     webhooks: IntCounterVec,
+    /// Job attempts ended, by kind and outcome (succeeded, retried, failed).
+    pub jobs_total: IntCounterVec,
+    /// Unfinished jobs by kind and status (queued, running), refreshed by
+    /// the worker pool.
+    pub jobs_queue_depth: prometheus::IntGaugeVec,
 }
 
 /// Quotas that can turn work away, and where ([`Metrics::quota_rejected`]).
@@ -182,6 +187,22 @@ impl Metrics {
             &["kind", "outcome"],
         )
         .expect("valid metric");
+        let jobs_total = IntCounterVec::new(
+            Opts::new(
+                "callstream_jobs_total",
+                "Background job attempts ended, by kind and outcome",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("valid metric");
+        let jobs_queue_depth = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "callstream_jobs_queue_depth",
+                "Unfinished background jobs, by kind and status",
+            ),
+            &["kind", "status"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(active_streams.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(frames_in.clone()),
@@ -198,6 +219,8 @@ impl Metrics {
             Box::new(recording_seconds.clone()),
             Box::new(quota_rejections.clone()),
             Box::new(webhooks.clone()),
+            Box::new(jobs_total.clone()),
+            Box::new(jobs_queue_depth.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
@@ -232,6 +255,8 @@ impl Metrics {
             recording_seconds,
             quota_rejections,
             webhooks,
+            jobs_total,
+            jobs_queue_depth,
         }
     }
 

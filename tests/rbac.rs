@@ -127,6 +127,23 @@ impl Fixture {
             )
             .await
             .unwrap();
+        // A transcription job of tenant A.
+        let payload = serde_json::json!({"call_id": call_id, "recording_id": "none"});
+        let job = server
+            .store
+            .enqueue_job(
+                &server.tenant_id,
+                &callstream::store::NewJob {
+                    kind: callstream::jobs::transcribe::KIND,
+                    payload: &payload,
+                    max_attempts: 1,
+                    dedup_key: None,
+                    run_after: None,
+                },
+                callstream::store::now_ms(),
+            )
+            .await
+            .unwrap();
 
         // Add a resource kind here when a route names a new kind of id.
         let ids = HashMap::from([
@@ -136,6 +153,7 @@ impl Fixture {
             ("tickets", ticket.id),
             ("phone-numbers", number_id),
             ("recordings", recording_id),
+            ("transcription-jobs", job.id),
         ]);
         Self {
             server,

@@ -827,6 +827,12 @@ async fn usage_reports_minutes_and_the_stream_peak() {
     b.send(cb.stop()).await.unwrap();
     expect_close(&mut a).await;
     expect_close(&mut b).await;
+    // The sessions wind down (and give their slots back) after the close.
+    eventually(|| {
+        let n = server.state.sessions.tenant_streams(&server.tenant_id);
+        async move { n == 0 }
+    })
+    .await;
 
     let (status, u) = server.get("/v1/usage").await;
     assert_eq!(status, 200, "{u}");

@@ -6,6 +6,7 @@ mod calls;
 mod captions;
 mod crm;
 mod error;
+mod jobs;
 pub mod openapi;
 mod phone_numbers;
 pub mod quota;

@@ -16,7 +16,7 @@ use axum::Router;
 use super::auth::{require, Guard};
 use super::rbac::Permission;
 use super::{
-    calls, captions, crm, openapi, phone_numbers, recordings, settings, stream, ui, usage,
+    calls, captions, crm, jobs, openapi, phone_numbers, recordings, settings, stream, ui, usage,
     webhooks, AppState,
 };
 use crate::store::TenantSettings;
@@ -119,6 +119,7 @@ pub fn routes() -> Vec<Route> {
         Route::get("/v1/providers/twilio/stream", Public("Twilio media stream: X-Twilio-Signature or per-call stream token"), stream::twilio_upgrade),
         Route::post("/v1/providers/twilio/voice", Public("Twilio signature"), webhooks::voice),
         Route::post("/v1/providers/twilio/status", Public("Twilio signature"), webhooks::status),
+        Route::post("/v1/providers/twilio/recording", Public("Twilio signature"), jobs::twilio_recording_callback),
         Route::get("/v1/calls", Key(CallsRead), calls::list),
         Route::post("/v1/calls", Key(CallsCreate), calls::create),
         Route::get("/v1/calls/{id}", Key(CallsRead), calls::get),
@@ -144,6 +145,8 @@ pub fn routes() -> Vec<Route> {
         Route::get("/v1/recordings/{id}", Key(RecordingsRead), recordings::get),
         Route::delete("/v1/recordings/{id}", Key(RecordingsDelete), recordings::delete),
         Route::get("/v1/recordings/{id}/download", Public("signed URL: HMAC over method, path, tenant, expiry and key id; expires"), recordings::download),
+        Route::post("/v1/calls/{id}/transcriptions", Key(TranscriptionsCreate), jobs::create_transcription),
+        Route::get("/v1/transcription-jobs/{id}", Key(TranscriptsRead), jobs::get_transcription_job),
         Route::get("/v1/settings/telephony", Key(SettingsRead), settings::get).returns::<TenantSettings>().summary("the tenant's telephony settings"),
         Route::put("/v1/settings/telephony", Key(SettingsManage), settings::put).body::<TenantSettings>().returns::<TenantSettings>().summary("replace the telephony settings (every field)"),
     ]

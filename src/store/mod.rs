@@ -6,6 +6,7 @@
 mod api_keys;
 mod calls;
 mod crm;
+mod jobs;
 mod phone_numbers;
 mod recordings;
 mod tenants;
@@ -30,6 +31,7 @@ pub use crm::{
     Customer, CustomerPage, CustomerUpdate, NewCustomer, NewTicket, Ticket, TicketFilter,
     TicketPage, TicketStatus, TicketUpdate,
 };
+pub use jobs::{Job, JobCount, JobStatus, NewJob};
 pub use phone_numbers::{NumberStatus, PhoneNumber};
 pub use recordings::{
     NewRecording, NewRecordingKey, Recording, RecordingKey, RecordingKeyStatus, RecordingOutcome,

@@ -47,6 +47,10 @@ pub const MISSING_RECORDING: &str = "RE00000000000000000000000000000000";
 pub const REDIRECTED_RECORDING: &str = "RE77777777777777777777777777777777";
 /// A recording whose body stops after the first chunk and never ends.
 pub const STALLING_RECORDING: &str = "RE88888888888888888888888888888888";
+/// A recording whose first [`FLAKY_FAILURES`] downloads answer 503 (Twilio
+/// error JSON), then the WAV: a provider having a bad minute.
+pub const FLAKY_RECORDING: &str = "RE66666666666666666666666666666666";
+pub const FLAKY_FAILURES: usize = 2;
 
 /// One request as the mock received it.
 #[derive(Debug, Clone)]
@@ -492,6 +496,22 @@ async fn api_handler(State(state): State<Arc<MockState>>, req: Request) -> Respo
                     )],
                 )
                     .into_response(),
+                FLAKY_RECORDING
+                    if state
+                        .requests
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .filter(|q| q.path == r.path)
+                        .count()
+                        <= FLAKY_FAILURES =>
+                {
+                    twilio_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        20500,
+                        "Service unavailable",
+                    )
+                }
                 STALLING_RECORDING => {
                     let first = Bytes::copy_from_slice(&state.wav[..4096]);
                     let stream =

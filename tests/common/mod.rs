@@ -228,8 +228,17 @@ pub fn metric(text: &str, name: &str) -> f64 {
 
 /// The real Whisper engine (tiny.en), loaded once per test binary.
 pub fn whisper_engine() -> Arc<dyn SpeechToText> {
+    Arc::new(shared_whisper().clone())
+}
+
+/// The same engine as [`whisper_engine`], as the concrete type (batch jobs).
+pub fn whisper_asr_engine() -> Arc<AsrEngine> {
+    Arc::new(shared_whisper().clone())
+}
+
+fn shared_whisper() -> &'static AsrEngine {
     static ENGINE: std::sync::OnceLock<AsrEngine> = std::sync::OnceLock::new();
-    let engine = ENGINE.get_or_init(|| {
+    ENGINE.get_or_init(|| {
         let model =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ggml-tiny.en.bin");
         assert!(
@@ -243,8 +252,7 @@ pub fn whisper_engine() -> Arc<dyn SpeechToText> {
             max_parallel_jobs: 2,
         })
         .expect("Whisper tiny.en loads")
-    });
-    Arc::new(engine.clone())
+    })
 }
 
 /// A minimal HTTP/1.1 client for the REST API (one request per connection);
