@@ -532,7 +532,7 @@ impl LiveTranscriber {
                 samples_to_ms(end.saturating_sub(start)),
             );
             if let Some(hyps) = reuse {
-                self.push_finals(track, start_ms, len_ms, hyps);
+                self.push_finals(track, start_ms, len_ms, hyps, true);
                 continue;
             }
             let audio = t.wide_slice(start, end);
@@ -688,17 +688,26 @@ impl LiveTranscriber {
                         // The partial in flight decodes the old window.
                         t.partial_in_flight = None;
                         t.partial_upto = t.partial_upto.max(cut);
-                        self.push_finals(track, start_ms, len_ms, hyps);
+                        self.push_finals(track, start_ms, len_ms, hyps, false);
                         return;
                     }
                 }
-                self.push_finals(track, start_ms, len_ms, result.unwrap_or_default());
+                self.push_finals(track, start_ms, len_ms, result.unwrap_or_default(), true);
             }
         }
     }
 
-    /// Final segments from a final decode of audio at `start_ms`.
-    fn push_finals(&mut self, track: Track, start_ms: u64, len_ms: u64, hyps: Vec<Hypothesis>) {
+    /// Final segments from a final decode of audio at `start_ms`. `timed`:
+    /// they end an utterance, so their latency counts (a commit by
+    /// agreement comes mid-utterance, by design later than its audio).
+    fn push_finals(
+        &mut self,
+        track: Track,
+        start_ms: u64,
+        len_ms: u64,
+        hyps: Vec<Hypothesis>,
+        timed: bool,
+    ) {
         let before = self.events.len();
         for h in hyps {
             let text = h.text.trim().to_string();
@@ -714,13 +723,13 @@ impl LiveTranscriber {
                 confidence: h.confidence,
             }));
         }
-        if self.events.len() > before {
+        if timed && self.events.len() > before {
             self.final_timings.push_back((track, start_ms + len_ms));
         }
     }
 
-    /// For each batch of finals emitted: the track and the end (call ms) of
-    /// the audio they close. Final latency is timed from that audio's arrival.
+    /// For each batch of finals that ends an utterance: the track and the
+    /// end (call ms) of the audio they close. Final latency is timed from that audio's arrival.
     pub fn poll_final_timing(&mut self) -> Option<(Track, u64)> {
         self.final_timings.pop_front()
     }
