@@ -181,7 +181,7 @@ async fn credentials(state: &AppState, tenant_id: &str) -> Result<Credentials, A
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCall {
     /// Who to call, E.164 (`+` or `00` and the country code; separators ok).
@@ -333,7 +333,7 @@ where
 }
 
 /// A live control, acting through the provider.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Control {
     Hold,
@@ -360,7 +360,7 @@ impl Control {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchCall {
     #[serde(default, deserialize_with = "nullable")]

@@ -92,7 +92,7 @@ fn limit(l: Option<u32>) -> Result<u32, AppError> {
 
 // ---------------------------------------------------------------- customers
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomer {
     name: String,
@@ -161,7 +161,7 @@ pub async fn get_customer(
     Ok(Json(state.store.get_customer(&who.tenant_id, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchCustomer {
     name: Option<String>,
@@ -253,10 +253,12 @@ fn description(raw: &str) -> Result<String, AppError> {
     Ok(raw.to_string())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTicket {
     subject: String,
+    /// `open`, `pending` or `closed`.
+    #[schema(value_type = Option<String>)]
     status: Option<TicketStatus>,
     description: Option<String>,
     customer_id: Option<String>,
@@ -329,10 +331,12 @@ pub async fn get_ticket(
     Ok(Json(state.store.get_ticket(&who.tenant_id, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTicket {
     subject: Option<String>,
+    /// `open`, `pending` or `closed`.
+    #[schema(value_type = Option<String>)]
     status: Option<TicketStatus>,
     #[serde(default, deserialize_with = "nullable")]
     description: Option<Option<String>>,

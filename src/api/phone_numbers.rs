@@ -25,7 +25,7 @@ pub const STATUS_PATH: &str = "/v1/providers/twilio/status";
 /// Longest friendly name (Twilio's limit).
 const MAX_FRIENDLY_NAME: usize = 64;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionBody {
     /// The number to buy, international format (`+1 415 555 2671`,
