@@ -6,7 +6,7 @@
 start_gateway() {
   local name=$1; shift
   cargo build --release --quiet
-  bin=target/release/callstream
+  bin=${CARGO_TARGET_DIR:-target}/release/callstream
   dir=$(mktemp -d)
   port=$(( 20000 + RANDOM % 20000 ))
   sid=AC$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -21,7 +21,8 @@ start_gateway() {
 
 # Stops the gateway; keeps its log as $1 when given.
 stop_gateway() {
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-  [ -n "${1:-}" ] && cp "$dir/serve.log" "$1"
-  rm -rf "$dir"
+  [ -n "${pid:-}" ] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+  [ -n "${1:-}" ] && [ -n "${dir:-}" ] && cp "$dir/serve.log" "$1"
+  [ -n "${dir:-}" ] && rm -rf "$dir"
+  return 0
 }

@@ -14,7 +14,7 @@ use super::rbac::Permission;
 use super::{AppError, AppState};
 use crate::phone::E164;
 use crate::providers::{
-    Announcement, CallInstructions, CallProgressEvent, ConferenceLeg, Credentials, OutboundCall,
+    Announcement, CallInstructions, CallProgressEvent, ConferenceLeg, OutboundCall,
     ParticipantUpdate, StreamAnswer, StreamMode, TransferTarget,
 };
 use crate::store::{
@@ -171,16 +171,6 @@ pub async fn get(
     Ok(Json(detail(&state, &who.tenant_id, call).await?))
 }
 
-/// The tenant's Twilio credentials, or 409 when it has none.
-async fn credentials(state: &AppState, tenant_id: &str) -> Result<Credentials, AppError> {
-    match state.store.tenant_twilio_credentials(tenant_id).await? {
-        Some(c) => Ok(Credentials::new(c.account_sid, c.auth_token)),
-        None => Err(AppError::Conflict(
-            "this tenant has no Twilio account configured".into(),
-        )),
-    }
-}
-
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCall {
@@ -228,7 +218,7 @@ pub async fn create(
             ))
         }
     };
-    let creds = credentials(&state, tenant).await?;
+    let creds = state.provider_credentials(tenant).await?;
     let settings = state.store.tenant_settings(tenant).await?;
 
     let public = state.config.public_url();
@@ -516,7 +506,7 @@ async fn control_call(
                 .into(),
         ));
     }
-    let creds = credentials(state, &call.tenant_id).await?;
+    let creds = state.provider_credentials(&call.tenant_id).await?;
     let mut detail = serde_json::json!({ "action": control.name(), "by": who.user_id });
     match (participant, transfer_to) {
         (Some(update), _) => {

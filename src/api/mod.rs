@@ -100,22 +100,15 @@ impl AppState {
         &self,
         tenant_id: &str,
     ) -> Result<crate::providers::Credentials, AppError> {
-        let tenant = self.store.get_tenant(tenant_id).await?;
-        let Some(sid) = tenant.twilio_account_sid else {
-            return Err(AppError::Conflict(
+        match self.store.tenant_twilio_credentials(tenant_id).await? {
+            Some(c) => Ok(crate::providers::Credentials::new(
+                c.account_sid,
+                c.auth_token,
+            )),
+            None => Err(AppError::Conflict(
                 "this tenant has no Twilio account configured".into(),
-            ));
-        };
-        let creds = match self.store.twilio_credentials_for(&sid).await {
-            Ok(c) if c.tenant_id == tenant_id => c,
-            Ok(_) | Err(crate::store::StoreError::NotFound) => {
-                return Err(AppError::Conflict(
-                    "this tenant's Twilio credentials are incomplete".into(),
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok(crate::providers::Credentials::new(sid, creds.auth_token))
+            )),
+        }
     }
 
     /// `path` under the public base URL providers reach us at, exactly as
