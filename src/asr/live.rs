@@ -1157,6 +1157,27 @@ mod tests {
         assert_eq!(lt.poll_request().map(|r| r.kind), Some(DecodeKind::Final));
     }
 
+    /// One hypothesis with `text` (a partial or a final's answer).
+    fn heard(text: &str) -> Option<Vec<Hypothesis>> {
+        Some(vec![Hypothesis {
+            start_ms: 0,
+            end_ms: 900,
+            text: text.into(),
+            confidence: Some(0.9),
+            words: Vec::new(),
+        }])
+    }
+
+    /// The texts of the finals among the events not yet polled.
+    fn final_texts(lt: &mut Driven) -> Vec<String> {
+        std::iter::from_fn(|| lt.poll_event())
+            .filter_map(|e| match e {
+                CaptionEvent::Final(f) => Some(f.text),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The final requests among `reqs`.
     fn finals(reqs: Vec<DecodeRequest>) -> Vec<DecodeRequest> {
         reqs.into_iter()
@@ -1305,36 +1326,21 @@ mod tests {
     #[test]
     fn a_partial_that_heard_the_whole_utterance_is_its_final() {
         let mut lt = Driven::new(LiveConfig::default());
-        let text = |t: &str| {
-            Some(vec![Hypothesis {
-                start_ms: 0,
-                end_ms: 900,
-                text: t.into(),
-                confidence: Some(0.9),
-                words: Vec::new(),
-            }])
-        };
         // 1 s of speech; the first partial (0.7 s) is answered at once.
         feed(&mut lt, Track::Caller, &[true; 50], 0);
         let p1 = next_partial(&mut lt, Track::Caller);
-        lt.handle_result(p1.id, text("hello"));
+        lt.handle_result(p1.id, heard("hello"));
         // In the silence after it, a second partial hears all of the speech.
         feed(&mut lt, Track::Caller, &[false; 20], 50);
         let p2 = next_partial(&mut lt, Track::Caller);
         assert!(p2.audio.len() / 16 >= 1_100);
-        lt.handle_result(p2.id, text("hello there"));
+        lt.handle_result(p2.id, heard("hello there"));
         feed(&mut lt, Track::Caller, &[false; 30], 70);
         assert!(
             finals(drain_requests(&mut lt)).is_empty(),
             "no second decode of the same audio"
         );
-        let finals: Vec<_> = std::iter::from_fn(|| lt.poll_event())
-            .filter_map(|e| match e {
-                CaptionEvent::Final(f) => Some(f.text),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(finals, ["hello there"]);
+        assert_eq!(final_texts(&mut lt), ["hello there"]);
         // One batch of finals, timed once.
         assert!(lt.poll_final_timing().is_some());
         assert_eq!(lt.poll_final_timing(), None);
@@ -1362,19 +1368,10 @@ mod tests {
     #[test]
     fn the_final_waits_for_a_partial_that_heard_everything() {
         let mut lt = Driven::new(LiveConfig::default());
-        let text = |t: &str| {
-            Some(vec![Hypothesis {
-                start_ms: 0,
-                end_ms: 900,
-                text: t.into(),
-                confidence: Some(0.9),
-                words: Vec::new(),
-            }])
-        };
         // 1 s of speech; the first partial at 0.7 s is answered at once.
         feed(&mut lt, Track::Caller, &[true; 50], 0);
         let p1 = next_partial(&mut lt, Track::Caller);
-        lt.handle_result(p1.id, text("hello"));
+        lt.handle_result(p1.id, heard("hello"));
         // A little silence: a partial is taken at once (speech may be over).
         feed(&mut lt, Track::Caller, &[false; 20], 50);
         let p2 = next_partial(&mut lt, Track::Caller);
@@ -1383,14 +1380,8 @@ mod tests {
         assert!(finals(drain_requests(&mut lt)).is_empty());
         assert!(!lt.is_idle());
         // Its answer is the final.
-        lt.handle_result(p2.id, text("hello there"));
-        let finals_seen: Vec<_> = std::iter::from_fn(|| lt.poll_event())
-            .filter_map(|e| match e {
-                CaptionEvent::Final(f) => Some(f.text),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(finals_seen, ["hello there"]);
+        lt.handle_result(p2.id, heard("hello there"));
+        assert_eq!(final_texts(&mut lt), ["hello there"]);
         // One batch of finals, timed once.
         assert!(lt.poll_final_timing().is_some());
         assert_eq!(lt.poll_final_timing(), None);
@@ -1400,7 +1391,7 @@ mod tests {
         let mut lt = Driven::new(LiveConfig::default());
         feed(&mut lt, Track::Agent, &[true; 50], 0);
         let p1 = next_partial(&mut lt, Track::Agent);
-        lt.handle_result(p1.id, text("hello"));
+        lt.handle_result(p1.id, heard("hello"));
         feed(&mut lt, Track::Agent, &[false; 20], 50);
         let p2 = next_partial(&mut lt, Track::Agent);
         feed(&mut lt, Track::Agent, &[false; 30], 70);
