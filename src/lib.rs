@@ -83,6 +83,125 @@ pub async fn serve(
     Ok(())
 }
 
+/// Why [`Gateway::build`] could not assemble the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot load the stream token secret: {0}")]
+    TokenSecret(std::io::Error),
+    #[error("cannot set up recording storage and keys: {0}")]
+    Recording(#[from] recording::RecordingError),
+    #[error("cannot load the download link signing keys: {0}")]
+    SigningKeys(recording::signing::KeyringError),
+}
+
+/// The assembled gateway: the state the router serves and the background
+/// job workers. The one composition root: `callstream serve` and the tests
+/// build it the same way, so what the tests run is what users run.
+pub struct Gateway {
+    pub state: AppState,
+    /// The job workers, when `[jobs] enabled`.
+    pub jobs: Option<jobs::WorkerPool>,
+}
+
+impl Gateway {
+    /// Wires the domains as `config` says: live transcription on `engine`
+    /// (the caller loads it, once, when `[asr] enabled`), encrypted
+    /// recordings (unfinished ones from a killed run recovered first) and
+    /// the job workers that need them.
+    pub async fn build(
+        config: config::Config,
+        store: store::Store,
+        engine: Option<std::sync::Arc<asr::engine::AsrEngine>>,
+    ) -> Result<Self, BuildError> {
+        use std::sync::Arc;
+        let token_secret = load_token_secret(&config).map_err(BuildError::TokenSecret)?;
+        let mut state = AppState::new(store.clone(), config.clone(), token_secret);
+        if let Some(engine) = &engine {
+            state.sinks = Arc::new(api::transcription::TranscriptionSinks {
+                engine: engine.clone(),
+                store: store.clone(),
+                hub: state.captions.clone(),
+                config: config.asr.live(),
+                queue: config.stream.transcription_queue,
+                tracker: state.sessions.tracker(),
+                metrics: state.metrics.clone(),
+            });
+        }
+        if config.recording.enabled {
+            let recordings =
+                recording::Recordings::from_config(&config, store.clone(), state.metrics.clone())?;
+            // Before any stream: what a killed run left open is finalised and
+            // marked interrupted (every complete encryption chunk kept).
+            let recovered = recordings.recover().await?;
+            if !recovered.is_empty() {
+                tracing::warn!(
+                    count = recovered.len(),
+                    "recordings recovered from a previous run"
+                );
+            }
+            state.sinks = Arc::new(api::recording::RecordingSinks {
+                recordings: recordings.clone(),
+                queue: config.stream.recording_queue,
+                tracker: state.sessions.tracker(),
+                next: state.sinks.clone(),
+            });
+            state.recordings = Some(recordings);
+            if config.recording.url_signing_keys.is_none() {
+                let path = config.url_signing_key_file();
+                state.url_signer = Arc::new(
+                    recording::signing::UrlSigner::load_or_create(&path)
+                        .map_err(BuildError::SigningKeys)?,
+                );
+            }
+        }
+        let jobs = start_jobs(&state, engine);
+        Ok(Self { state, jobs })
+    }
+}
+
+/// The background job workers: batch transcription (needs the Whisper
+/// engine and recordings) and provider recording downloads (need
+/// recordings). A job kind without its handler here stays queued for a
+/// node that has it.
+fn start_jobs(
+    state: &AppState,
+    engine: Option<std::sync::Arc<asr::engine::AsrEngine>>,
+) -> Option<jobs::WorkerPool> {
+    use jobs::{fetch, transcribe, JobHandler, PoolSettings, WorkerPool};
+    use std::sync::Arc;
+    let cfg = &state.config;
+    if !cfg.jobs.enabled {
+        tracing::info!("job workers off (jobs.enabled = false)");
+        return None;
+    }
+    let mut handlers: Vec<Arc<dyn JobHandler>> = Vec::new();
+    if let Some(recordings) = &state.recordings {
+        handlers.push(Arc::new(fetch::RecordingFetchHandler {
+            store: state.store.clone(),
+            recordings: recordings.clone(),
+            provider: state.provider.clone(),
+        }));
+        if let Some(engine) = engine {
+            handlers.push(Arc::new(transcribe::TranscriptionHandler {
+                store: state.store.clone(),
+                recordings: recordings.clone(),
+                engine,
+            }));
+        }
+    }
+    tracing::info!(
+        concurrency = cfg.jobs.concurrency,
+        kinds = ?handlers.iter().map(|h| h.kind()).collect::<Vec<_>>(),
+        "job workers on"
+    );
+    Some(WorkerPool::start(
+        state.store.clone(),
+        handlers,
+        PoolSettings::from(&cfg.jobs),
+        state.metrics.clone(),
+    ))
+}
+
 /// The per-call stream token secret: from config, else generated once and
 /// kept (mode 0600) in `{data_dir}/keys/stream-token.key`.
 pub fn load_token_secret(config: &config::Config) -> std::io::Result<Secret> {

@@ -7,12 +7,10 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use url::Url;
 
-use callstream::api::recording::RecordingSinks;
-use callstream::api::transcription::TranscriptionSinks;
 use callstream::config::{Config, Overrides};
+use callstream::load_token_secret;
 use callstream::secret::Secret;
 use callstream::store::{Role, Store};
-use callstream::{load_token_secret, AppState};
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -491,7 +489,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         store.close_open_stream_usage(now).await?;
     }
-    let token_secret = load_token_secret(&cfg).context("cannot load the stream token secret")?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -500,9 +497,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         public_url = %cfg.public_url(),
         "callstream serving"
     );
-    let mut state = AppState::new(store.clone(), cfg.clone(), token_secret);
-    let mut batch_engine = None;
-    if cfg.asr.enabled {
+    let engine = if cfg.asr.enabled {
         let engine_cfg = callstream::asr::engine::EngineConfig {
             model_path: cfg.asr.model_path.clone(),
             threads_per_job: cfg.asr.threads_per_job,
@@ -516,105 +511,23 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             "live transcription is enabled (asr.enabled) but the Whisper model cannot be loaded",
         )?;
         tracing::info!(model = %cfg.asr.model_path.display(), "live transcription on");
-        let engine = Arc::new(engine);
-        batch_engine = Some(engine.clone());
-        state.sinks = Arc::new(TranscriptionSinks {
-            engine,
-            store: store.clone(),
-            hub: state.captions.clone(),
-            config: cfg.asr.live(),
-            queue: cfg.stream.transcription_queue,
-            tracker: state.sessions.tracker(),
-            metrics: state.metrics.clone(),
-        });
-    }
+        Some(Arc::new(engine))
+    } else {
+        None
+    };
     if cfg.recording.enabled {
-        let recordings = callstream::recording::Recordings::from_config(
-            &cfg,
-            store.clone(),
-            state.metrics.clone(),
-        )
-        .context("cannot set up recording storage and keys")?;
-        // Before any stream: what a killed run left open is finalised and
-        // marked interrupted (every complete encryption chunk kept).
-        let recovered = recordings
-            .recover()
-            .await
-            .context("cannot look for unfinished recordings")?;
-        if !recovered.is_empty() {
-            tracing::warn!(
-                count = recovered.len(),
-                "recordings recovered from a previous run"
-            );
-        }
         tracing::info!(dir = %cfg.recording_dir().display(), "recording on");
-        state.sinks = Arc::new(RecordingSinks {
-            recordings: recordings.clone(),
-            queue: cfg.stream.recording_queue,
-            tracker: state.sessions.tracker(),
-            next: state.sinks.clone(),
-        });
-        state.recordings = Some(recordings);
-        if cfg.recording.url_signing_keys.is_none() {
-            let path = cfg.url_signing_key_file();
-            state.url_signer = Arc::new(
-                callstream::recording::signing::UrlSigner::load_or_create(&path)
-                    .context("cannot load the download link signing keys")?,
-            );
-        }
     } else {
         tracing::info!("recording off (recording.enabled = false)");
     }
-    let jobs = start_jobs(&cfg, &state, batch_engine);
-    callstream::serve(listener, state, shutdown_signal()).await?;
-    if let Some(jobs) = jobs {
+    let gateway = callstream::Gateway::build(cfg.clone(), store.clone(), engine).await?;
+    callstream::serve(listener, gateway.state, shutdown_signal()).await?;
+    if let Some(jobs) = gateway.jobs {
         jobs.stop(cfg.shutdown_grace()).await;
     }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The background job workers: batch transcription (needs the Whisper
-/// engine and recordings) and provider recording downloads (need
-/// recordings). A job kind without its handler here stays queued for a
-/// node that has it.
-fn start_jobs(
-    cfg: &Config,
-    state: &AppState,
-    engine: Option<Arc<callstream::asr::engine::AsrEngine>>,
-) -> Option<callstream::jobs::WorkerPool> {
-    use callstream::jobs::{fetch, transcribe, JobHandler, PoolSettings, WorkerPool};
-    if !cfg.jobs.enabled {
-        tracing::info!("job workers off (jobs.enabled = false)");
-        return None;
-    }
-    let mut handlers: Vec<Arc<dyn JobHandler>> = Vec::new();
-    if let Some(recordings) = &state.recordings {
-        handlers.push(Arc::new(fetch::RecordingFetchHandler {
-            store: state.store.clone(),
-            recordings: recordings.clone(),
-            provider: state.provider.clone(),
-        }));
-        if let Some(engine) = engine {
-            handlers.push(Arc::new(transcribe::TranscriptionHandler {
-                store: state.store.clone(),
-                recordings: recordings.clone(),
-                engine,
-            }));
-        }
-    }
-    tracing::info!(
-        concurrency = cfg.jobs.concurrency,
-        kinds = ?handlers.iter().map(|h| h.kind()).collect::<Vec<_>>(),
-        "job workers on"
-    );
-    Some(WorkerPool::start(
-        state.store.clone(),
-        handlers,
-        PoolSettings::from(&cfg.jobs),
-        state.metrics.clone(),
-    ))
 }
 
 async fn shutdown_signal() {

@@ -10,13 +10,14 @@ use callstream::api::stream::{CallContext, SinkFactory, SinkSet};
 use callstream::api::transcription::{SpeechToText, TranscriptionSinks};
 use callstream::asr::engine::{AsrEngine, EngineConfig};
 use callstream::config::{Config, Overrides};
+use callstream::jobs::WorkerPool;
 use callstream::media::session::{PcmChunk, WidebandChunk};
 use callstream::media::sink::{SheddingSender, SpillingSender, TranscriptionInput};
 use callstream::providers::twilio::signature;
 use callstream::providers::twilio::stream::{frames, StreamTrack};
 use callstream::secret::Secret;
 use callstream::store::{Role, Store};
-use callstream::AppState;
+use callstream::{AppState, Gateway};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -69,6 +70,78 @@ impl SinkFactory for CaptureSinks {
     }
 }
 
+/// What every test server starts from: a listener, config in a temp dir,
+/// a migrated store with a tenant and its admin key.
+struct Base {
+    dir: tempfile::TempDir,
+    listener: tokio::net::TcpListener,
+    cfg: Config,
+    store: Store,
+    tenant_id: String,
+    api_key: String,
+}
+
+impl Base {
+    async fn new(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut cfg = Config::load(
+            None,
+            Vec::new(),
+            &Overrides {
+                listen: Some(addr),
+                data_dir: Some(dir.path().to_path_buf()),
+                public_url: None,
+            },
+        )
+        .unwrap();
+        cfg.shutdown_grace_secs = 5;
+        tweak(&mut cfg);
+        let store = Store::connect(&cfg.database_url()).await.unwrap();
+        let tenant = store
+            .create_tenant("Acme", Some((ACCOUNT_SID, &Secret::new(AUTH_TOKEN))))
+            .await
+            .unwrap();
+        let key = store
+            .create_api_key(&tenant.id, "admin", Role::Admin)
+            .await
+            .unwrap();
+        Self {
+            dir,
+            listener,
+            cfg,
+            store,
+            tenant_id: tenant.id,
+            api_key: key.plaintext.expose().to_string(),
+        }
+    }
+
+    fn serve(self, state: AppState, jobs: Option<WorkerPool>, captured: Captured) -> TestServer {
+        let addr = self.listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(callstream::serve(
+            self.listener,
+            state.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        TestServer {
+            addr,
+            state,
+            store: self.store,
+            tenant_id: self.tenant_id,
+            api_key: self.api_key,
+            captured,
+            jobs,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: self.dir,
+        }
+    }
+}
+
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub state: AppState,
@@ -76,6 +149,8 @@ pub struct TestServer {
     pub tenant_id: String,
     pub api_key: String,
     pub captured: Captured,
+    /// Job workers, for servers started with [`TestServer::start_gateway`].
+    pub jobs: Option<WorkerPool>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -125,49 +200,24 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
         setup: impl FnOnce(&mut AppState, Captured),
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut cfg = Config::load(
-            None,
-            Vec::new(),
-            &Overrides {
-                listen: Some(addr),
-                data_dir: Some(dir.path().to_path_buf()),
-                public_url: None,
-            },
-        )
-        .unwrap();
-        cfg.shutdown_grace_secs = 5;
-        tweak(&mut cfg);
-        let store = Store::connect(&cfg.database_url()).await.unwrap();
-        let tenant = store
-            .create_tenant("Acme", Some((ACCOUNT_SID, &Secret::new(AUTH_TOKEN))))
-            .await
-            .unwrap();
-        let key = store
-            .create_api_key(&tenant.id, "admin", Role::Admin)
-            .await
-            .unwrap();
-        let secret = callstream::load_token_secret(&cfg).unwrap();
+        let base = Base::new(tweak).await;
+        let secret = callstream::load_token_secret(&base.cfg).unwrap();
         let captured = Captured::default();
-        let mut state = AppState::new(store.clone(), cfg, secret);
+        let mut state = AppState::new(base.store.clone(), base.cfg.clone(), secret);
         setup(&mut state, captured.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(callstream::serve(listener, state.clone(), async move {
-            let _ = rx.await;
-        }));
-        Self {
-            addr,
-            state,
-            store,
-            tenant_id: tenant.id,
-            api_key: key.plaintext.expose().to_string(),
-            captured,
-            shutdown: Some(tx),
-            task: Some(task),
-            _dir: dir,
-        }
+        base.serve(state, None, captured)
+    }
+
+    /// The gateway as `callstream serve` assembles it ([`Gateway::build`]):
+    /// recordings, live transcription by the real Whisper model (when
+    /// `asr.enabled`), job workers.
+    pub async fn start_gateway(tweak: impl FnOnce(&mut Config)) -> Self {
+        let base = Base::new(tweak).await;
+        let engine = base.cfg.asr.enabled.then(whisper_asr_engine);
+        let gw = Gateway::build(base.cfg.clone(), base.store.clone(), engine)
+            .await
+            .unwrap();
+        base.serve(gw.state, gw.jobs, Captured::default())
     }
 
     pub fn ws_url(&self) -> String {
@@ -215,6 +265,9 @@ impl TestServer {
                 .expect("serve returns")
                 .unwrap()
                 .unwrap();
+        }
+        if let Some(jobs) = self.jobs.take() {
+            jobs.stop(Duration::from_secs(10)).await;
         }
     }
 }
