@@ -694,7 +694,7 @@ impl<'a> Scanner<'a> {
 
     fn classify(&self, items: &[Item], spans: &mut Vec<(usize, usize, PiiKind)>) {
         let total: usize = items.iter().map(|it| it.digits.len()).sum();
-        if total < 8 {
+        if total < 7 {
             return;
         }
         // Cards first, anywhere in the run (a CVV or expiry read out next to
@@ -788,9 +788,12 @@ impl<'a> Scanner<'a> {
         let total: usize = items.iter().map(|it| it.digits.len()).sum();
         let groups = self.group_lengths(items);
         let whole = (first.start, items[items.len() - 1].end);
+        // A local number ("555-0134") or one Whisper heard a digit short
+        // or long ("415-550134"): grouped, led by a three-digit group.
+        let local = groups.len() >= 2 && groups[0] == 3 && (7..=9).contains(&total);
         if total == 9 && groups == [3, 2, 4] && !first.plus {
             spans.push((whole.0, whole.1, PiiKind::Ssn));
-        } else if (10..=15).contains(&total) || (first.plus && (8..=15).contains(&total)) {
+        } else if (10..=15).contains(&total) || (first.plus && (8..=15).contains(&total)) || local {
             spans.push((whole.0, whole.1, PiiKind::Phone));
         } else if total > 15 {
             self.nanp_phones(items, spans);
@@ -992,6 +995,14 @@ mod tests {
         assert_eq!(r("+44 20 7946 0958 is the office"), "[PHONE] is the office");
         assert_eq!(r("my cell is +4915123456789"), "my cell is [PHONE]");
         assert_eq!(r("555 123 4567"), "[PHONE]");
+        // Local numbers, and numbers Whisper heard a digit short or long.
+        assert_eq!(r("it's 555-0134."), "it's [PHONE].");
+        assert_eq!(
+            r("call me back on 415-550134 or"),
+            "call me back on [PHONE] or"
+        );
+        assert_eq!(r("on 415-555-013 please"), "on [PHONE] please");
+        assert_eq!(r("five five five, zero one three four"), "[PHONE]");
         assert_eq!(kinds("(555) 123-4567"), vec![PiiKind::Phone]);
     }
 
@@ -1199,8 +1210,12 @@ mod tests {
     #[test]
     fn tentative_text_hides_every_longer_number() {
         assert_eq!(
-            redact_tentative("call me back on 415 555 501"),
+            redact_tentative("call me back on 415 55"),
             "call me back on [NUMBER]"
+        );
+        assert_eq!(
+            redact_tentative("call me back on 415 555 501"),
+            "call me back on [PHONE]"
         );
         assert_eq!(redact_tentative("it's 4111-11"), "it's [NUMBER]");
         assert_eq!(redact_tentative("call 555-123-4567."), "call [PHONE].");
