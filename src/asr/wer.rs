@@ -1,15 +1,23 @@
 //! Word error rate: how tests and benchmarks judge a transcript against a
 //! reference.
 //!
-//! Both sides are normalised first so that casing and punctuation, which
-//! Whisper chooses freely, do not count as errors. Numbers stay as written
-//! ("10" and "ten" differ): converting them would hide real mistakes.
+//! Both sides are normalised first so that what Whisper chooses freely
+//! does not count as an error: casing, punctuation, and how numbers are
+//! written ("1" = "one", "415" = "four one five" = "four hundred fifteen").
+//! Numbers become digits, and every digit counts as a word: a digit string
+//! read one digit at a time and the same number written as a numeral then
+//! score alike, and a wrong digit is one error whichever way it is written.
 
-/// Lowercases, drops punctuation and collapses whitespace.
+/// Lowercases, drops punctuation, writes numbers as separate digits and
+/// collapses whitespace.
 ///
 /// Hyphens, dashes and slashes separate words ("well-known" → "well known");
-/// a `.` or `,` between two digits is kept ("3.5", "1,000"); apostrophes are
-/// dropped inside words ("don't" → "dont") so either spelling matches.
+/// a `,` between two digits is a thousands separator and dropped ("1,000");
+/// a `.` between two digits is a decimal point ("3.5" → "3 point 5");
+/// apostrophes are dropped inside words ("don't" → "dont") so either
+/// spelling matches. Number words are read as numbers ("twenty one" → 21,
+/// "two hundred and five" → 205, "one two three" → 1 2 3); then every
+/// number is written digit by digit ("21" → "2 1").
 pub fn normalize(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
@@ -18,15 +26,153 @@ pub fn normalize(text: &str) -> String {
             j.and_then(|j| chars.get(j))
                 .is_some_and(|c| c.is_ascii_digit())
         };
+        let between_digits = digit_at(i.checked_sub(1)) && digit_at(Some(i + 1));
         if c.is_alphanumeric() {
             out.extend(c.to_lowercase());
-        } else if (c == '.' || c == ',') && digit_at(i.checked_sub(1)) && digit_at(Some(i + 1)) {
-            out.push(c);
+        } else if c == ',' && between_digits {
+        } else if c == '.' && between_digits {
+            out.push_str(" point ");
         } else if c.is_whitespace() || matches!(c, '-' | '–' | '—' | '/') {
             out.push(' ');
         }
     }
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let mut digits: Vec<String> = Vec::with_capacity(words.len());
+    for w in numbers_as_digits(&words) {
+        // Digits one by one; letters glued to them ("10am") a word apart.
+        let mut letters = String::new();
+        for ch in w.chars() {
+            if ch.is_ascii_digit() {
+                if !letters.is_empty() {
+                    digits.push(std::mem::take(&mut letters));
+                }
+                digits.push(ch.to_string());
+            } else {
+                letters.push(ch);
+            }
+        }
+        if !letters.is_empty() {
+            digits.push(letters);
+        }
+    }
+    digits.join(" ")
+}
+
+fn small_number(w: &str) -> Option<u64> {
+    Some(match w {
+        "zero" => 0,
+        "one" => 1,
+        "two" => 2,
+        "three" => 3,
+        "four" => 4,
+        "five" => 5,
+        "six" => 6,
+        "seven" => 7,
+        "eight" => 8,
+        "nine" => 9,
+        "ten" => 10,
+        "eleven" => 11,
+        "twelve" => 12,
+        "thirteen" => 13,
+        "fourteen" => 14,
+        "fifteen" => 15,
+        "sixteen" => 16,
+        "seventeen" => 17,
+        "eighteen" => 18,
+        "nineteen" => 19,
+        _ => return None,
+    })
+}
+
+fn tens(w: &str) -> Option<u64> {
+    Some(match w {
+        "twenty" => 20,
+        "thirty" => 30,
+        "forty" => 40,
+        "fifty" => 50,
+        "sixty" => 60,
+        "seventy" => 70,
+        "eighty" => 80,
+        "ninety" => 90,
+        _ => return None,
+    })
+}
+
+fn scale(w: &str) -> Option<u64> {
+    Some(match w {
+        "thousand" => 1_000,
+        "million" => 1_000_000,
+        "billion" => 1_000_000_000,
+        _ => return None,
+    })
+}
+
+/// Replaces each spoken cardinal number in `words` by its numeral. A unit
+/// after a unit starts a new number ("one two" → 1 2); "and" joins only
+/// after "hundred" or a scale word ("one hundred and five" → 105).
+fn numbers_as_digits(words: &[&str]) -> Vec<String> {
+    let mut out = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        let starts = small_number(words[i]).is_some() || tens(words[i]).is_some();
+        if !starts {
+            out.push(words[i].to_string());
+            i += 1;
+            continue;
+        }
+        // (total of finished scale groups, the group being read)
+        let (mut total, mut group) = (0u64, 0u64);
+        // What the last word was: a unit/teen, tens, hundred, or a scale.
+        #[derive(PartialEq, Clone, Copy)]
+        enum Last {
+            Unit,
+            Tens,
+            Hundred,
+            Scale,
+        }
+        let mut last: Option<Last> = None;
+        while i < words.len() {
+            let w = words[i];
+            if let Some(n) = small_number(w) {
+                let fits = match last {
+                    None | Some(Last::Hundred | Last::Scale) => true,
+                    Some(Last::Tens) => n < 10,
+                    Some(Last::Unit) => false,
+                };
+                if !fits {
+                    break;
+                }
+                group += n;
+                last = Some(Last::Unit);
+            } else if let Some(n) = tens(w) {
+                if matches!(last, Some(Last::Unit | Last::Tens)) {
+                    break;
+                }
+                group += n;
+                last = Some(Last::Tens);
+            } else if w == "hundred" && matches!(last, Some(Last::Unit | Last::Tens)) {
+                // "four hundred", "fifteen hundred", "twenty one hundred".
+                group = (group - group % 100) + (group % 100) * 100;
+                last = Some(Last::Hundred);
+            } else if let Some(s) = scale(w).filter(|_| last.is_some() && last != Some(Last::Scale))
+            {
+                total = total.saturating_add(group.max(1).saturating_mul(s));
+                group = 0;
+                last = Some(Last::Scale);
+            } else if w == "and"
+                && matches!(last, Some(Last::Hundred | Last::Scale))
+                && words
+                    .get(i + 1)
+                    .is_some_and(|n| small_number(n).is_some() || tens(n).is_some())
+            {
+            } else {
+                break;
+            }
+            i += 1;
+        }
+        out.push(total.saturating_add(group).to_string());
+    }
+    out
 }
 
 /// Edit counts of a hypothesis against a reference, in words.
@@ -121,12 +267,38 @@ mod tests {
         assert_eq!(normalize("Don't STOP—now"), "dont stop now");
         assert_eq!(
             normalize("well-known 3.5% of 1,000 calls."),
-            "well known 3.5 of 1,000 calls"
+            "well known 3 point 5 of 1 0 0 0 calls"
         );
         assert_eq!(normalize("Ünïcode ÉTÉ"), "ünïcode été");
         assert_eq!(normalize("...?!"), "");
-        // Numbers are not spelled out.
-        assert_ne!(normalize("10"), normalize("ten"));
+    }
+
+    #[test]
+    fn numbers_however_written() {
+        let same = |a: &str, b: &str| assert_eq!(normalize(a), normalize(b), "{a} vs {b}");
+        same("1", "one");
+        same("10", "ten");
+        same("21", "twenty-one");
+        same(
+            "415-555-0134",
+            "four one five, five five five, zero one three four",
+        );
+        same("415", "four hundred fifteen");
+        same("205", "two hundred and five");
+        same("1,250", "one thousand two hundred fifty");
+        same("2015", "twenty fifteen");
+        same("1500", "fifteen hundred");
+        same("3.5", "three point five");
+        same("at 10am", "at ten am");
+        assert_eq!(normalize("one two three"), "1 2 3");
+        assert_eq!(normalize("ninety nine bottles"), "9 9 bottles");
+        // "and" is a word unless it joins the parts of one number.
+        assert_eq!(normalize("one and two"), "1 and 2");
+        assert_eq!(normalize("a hundred"), "a hundred");
+        assert_eq!(normalize("thousand island"), "thousand island");
+        // A wrong digit is one error however it is written.
+        assert_eq!(word_errors("four one five", "415").errors(), 0);
+        assert_eq!(word_errors("four one five", "416").errors(), 1);
     }
 
     #[test]
