@@ -18,8 +18,9 @@ use crate::providers::{
     ParticipantUpdate, StreamAnswer, StreamMode, TransferTarget,
 };
 use crate::store::{
-    now_ms, Call, CallFilter, CallLog, CallPage, CallRecordUpdate, CallStatus, Customer, Direction,
-    NewTicket, OutboundCallRow, Recording, StoreError, Ticket, TicketStatus, Transcript,
+    now_ms, Call, CallFilter, CallLog, CallPage, CallPolicy, CallRecordUpdate, CallStatus,
+    Customer, Direction, NewTicket, OutboundCallRow, Recording, StoreError, Ticket, TicketStatus,
+    Transcript,
 };
 
 /// Where the provider posts call status callbacks, under our public URL.
@@ -220,6 +221,8 @@ pub async fn create(
     };
     let creds = state.provider_credentials(tenant).await?;
     let settings = state.store.tenant_settings(tenant).await?;
+    // The call starts here: its policy (and so the consent it announces).
+    let policy = CallPolicy::from_settings(&settings, now_ms());
 
     let public = state.config.public_url();
     let status_callback = public
@@ -240,7 +243,7 @@ pub async fn create(
     // is authenticated by Twilio's signature (no token: the CallSid it
     // would bind to is not known until the provider answers below).
     let answer = state.provider.answer_document(&StreamAnswer {
-        announcement: settings.consent_announcement.map(Announcement::text),
+        announcement: policy.consent_announcement.clone().map(Announcement::text),
         stream_url,
         mode: StreamMode::Bidirectional,
         parameters: vec![
@@ -296,6 +299,14 @@ pub async fn create(
             }
             return Err(e.into());
         }
+    };
+    let pinned = state
+        .store
+        .pin_call_policy(tenant, &call.id, &policy)
+        .await?;
+    let call = Call {
+        policy: Some(pinned),
+        ..call
     };
     state
         .store

@@ -22,7 +22,6 @@ use super::auth::Auth;
 use super::{AppError, AppState};
 use crate::asr::captions::Subscription;
 use crate::asr::live::{CaptionEvent, FinalSegment};
-use crate::media::Track;
 
 /// Close code for a watcher dropped for falling behind (application range).
 const LAGGED: u16 = 4001;
@@ -71,25 +70,24 @@ pub async fn stored_finals(
     call_id: &str,
 ) -> Result<Vec<FinalSegment>, AppError> {
     let call = state.store.get_call(tenant_id, call_id).await?;
-    let Some(transcript_id) = call.transcript_id else {
+    let Some(transcript_id) = call.transcript_id.clone() else {
         return Ok(Vec::new());
     };
+    // Served text follows the call's policy as it stands now: redaction
+    // switched on after the call reaches what was stored before it.
+    let policy = state
+        .store
+        .policy_after_call(tenant_id, Some(&call))
+        .await?;
     let segments = state
         .store
         .list_transcript_segments(tenant_id, &transcript_id)
         .await?;
     Ok(segments
-        .into_iter()
+        .iter()
         .map(|s| FinalSegment {
-            track: if s.track == "agent" {
-                Track::Agent
-            } else {
-                Track::Caller
-            },
-            start_ms: s.start_ms.max(0) as u64,
-            end_ms: s.end_ms.max(0) as u64,
-            text: s.text,
-            confidence: s.confidence.map(|c| c as f32),
+            text: policy.transcript_text(&s.text),
+            ..FinalSegment::from(s)
         })
         .collect())
 }

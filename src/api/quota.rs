@@ -10,7 +10,7 @@
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 
 use super::{AppError, AppState};
-use crate::store::{StoreError, TenantSettings};
+use crate::store::{CallPolicy, StoreError, TenantSettings};
 
 /// A quota that can turn work away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,20 +102,21 @@ pub async fn monthly_exhausted(
 }
 
 /// The monthly quotas a new call or stream would draw on: transcription
-/// when live transcription is on, recording when recording is on. The
-/// first one used up, counted as a rejection at `at`.
+/// when its policy transcribes it live, recording when its policy records
+/// it. The first one used up, counted as a rejection at `at`.
 pub async fn exhausted_for_call(
     state: &AppState,
     tenant_id: &str,
     settings: &TenantSettings,
+    policy: &CallPolicy,
     at: At,
 ) -> Result<Option<Quota>, StoreError> {
     let now = crate::store::now_ms();
     let mut candidates = Vec::new();
-    if settings.transcribe_live {
+    if policy.transcribe_live {
         candidates.push(Quota::TranscriptionMinutes);
     }
-    if settings.record_calls {
+    if policy.record {
         candidates.push(Quota::RecordingMinutes);
     }
     for quota in candidates {

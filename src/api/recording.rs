@@ -1,5 +1,6 @@
-//! The recording sink: every stream gets a lossless channel into its own
-//! recorder task (see [`crate::recording::recorder`]).
+//! The recording sink: every stream whose call policy records it gets a
+//! lossless channel into its own recorder task (see
+//! [`crate::recording::recorder`]).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -28,6 +29,10 @@ pub struct RecordingSinks {
 impl SinkFactory for RecordingSinks {
     fn open(&self, call: &CallContext) -> SinkSet {
         let mut sinks = self.next.open(call);
+        // The call's policy says no audio may be kept: no recorder, no file.
+        if !call.policy.record {
+            return sinks;
+        }
         let (tx, rx) = mpsc::channel::<PcmChunk>(self.queue);
         let overflowed = Arc::new(AtomicBool::new(false));
         self.tracker.spawn(self.recordings.clone().record_call(

@@ -36,7 +36,7 @@ use crate::media::sink::{SheddingSender, SpillingSender, TranscriptionInput};
 use crate::media::Track;
 use crate::providers::twilio::stream::{self as proto, StreamEvent, StreamTrack};
 use crate::providers::twilio::{signature, token};
-use crate::store::{CallStatus, Direction, StreamCall, TwilioCredentials};
+use crate::store::{CallPolicy, CallStatus, Direction, StreamCall, TwilioCredentials};
 
 /// WebSocket close codes we use (RFC 6455 §7.4.1).
 mod close_code {
@@ -55,6 +55,8 @@ pub struct CallContext {
     pub tenant_id: String,
     pub call_id: String,
     pub stream_sid: String,
+    /// What may be done with the call's audio and text (pinned at start).
+    pub policy: crate::store::CallPolicy,
 }
 
 /// Per-stream consumers of placed audio. Either may be absent.
@@ -739,7 +741,19 @@ async fn start(
         quota::rejected(state, Quota::ConcurrentStreams, At::StreamStart);
         return Err(Quota::ConcurrentStreams.message());
     };
-    match quota::exhausted_for_call(state, &tenant_id, &settings, At::StreamStart).await {
+    // The call's policy: pinned when it was answered, else resolved now.
+    let known = state
+        .store
+        .find_call_by_external_id(&tenant_id, "twilio", &s.call_sid)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot look the call up");
+            "temporarily unable to start the call"
+        })?;
+    let policy = known
+        .and_then(|c| c.policy)
+        .unwrap_or_else(|| CallPolicy::from_settings(&settings, crate::store::now_ms()));
+    match quota::exhausted_for_call(state, &tenant_id, &settings, &policy, At::StreamStart).await {
         Ok(None) => {}
         Ok(Some(q)) => return Err(q.message()),
         Err(e) => {
@@ -773,6 +787,17 @@ async fn start(
             tracing::error!(error = %e, "cannot record call start");
             "temporarily unable to start the call"
         })?;
+    let policy = match call.policy.clone() {
+        Some(p) => p,
+        None => state
+            .store
+            .pin_call_policy(&tenant_id, &call.id, &policy)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot pin the call policy");
+                "temporarily unable to start the call"
+            })?,
+    };
     // The CRM link: the caller (or callee) as a known customer. Best effort:
     // a failure here must not cost the call its media.
     if call.customer_id.is_none() {
@@ -803,6 +828,7 @@ async fn start(
         tenant_id,
         call_id: call.id.clone(),
         stream_sid: s.stream_sid.to_string(),
+        policy,
     };
     let log = CallLog::spawn(state, &ctx);
     let tracks: Vec<&str> = s.tracks.iter().map(|t| track_of(*t).as_str()).collect();
@@ -819,6 +845,11 @@ async fn start(
             },
             "custom_parameters": params,
             "auth": match auth { PreAuth::Signed(_) => "signature", PreAuth::Pending => "token" },
+            "policy": {
+                "record": ctx.policy.record,
+                "transcribe_live": ctx.policy.transcribe_live,
+                "pii_redaction": ctx.policy.pii_redaction,
+            },
         }),
     );
     let (outbound_tx, outbound_rx) = mpsc::channel(64);

@@ -19,13 +19,6 @@ use crate::asr::live::{
 use crate::media::sink::{SheddingSender, TranscriptionInput};
 use crate::store::{Segment, Store, TranscriptStatus};
 
-/// Post-processing of a final's text for a tenant: `(tenant_id, text) -> text`.
-pub type FinalizeFn = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
-
-/// The summary of a finished call, from its finals.
-pub type SummarizeFn =
-    Arc<dyn Fn(&[crate::asr::live::FinalSegment]) -> serde_json::Value + Send + Sync>;
-
 /// What live captioning needs from a speech recogniser.
 pub trait SpeechToText: Send + Sync + 'static {
     /// Waits for a decoder slot for work of `kind` (finals are served
@@ -61,6 +54,10 @@ pub struct TranscriptionSinks {
 
 impl SinkFactory for TranscriptionSinks {
     fn open(&self, call: &CallContext) -> SinkSet {
+        // Live transcription off for this call: no captions, no transcript.
+        if !call.policy.transcribe_live {
+            return SinkSet::default();
+        }
         let (tx, rx) = mpsc::channel(self.queue);
         self.hub.open(&call.tenant_id, &call.call_id);
         let job = CallTranscription {
@@ -160,11 +157,7 @@ impl CallTranscription {
 
     async fn run(mut self, mut rx: mpsc::Receiver<TranscriptionInput>) {
         let (tenant, call) = (self.ctx.tenant_id.clone(), self.ctx.call_id.clone());
-        let redact = match self.store.tenant_settings(&tenant).await {
-            Ok(s) => s.pii_redaction,
-            // Fail closed: when unsure, redact.
-            Err(_) => true,
-        };
+        let policy = self.ctx.policy.clone();
         let transcript = match self
             .store
             .create_call_transcript(
@@ -236,15 +229,14 @@ impl CallTranscription {
             }
             while let Some(mut event) = self.live.poll_event() {
                 // Partials too: agents must not see live what is kept from them after.
-                if redact {
-                    match &mut event {
-                        CaptionEvent::Final(FinalSegment { text, .. }) => {
-                            *text = crate::asr::redact::redact(text).text;
-                        }
-                        CaptionEvent::Partial { text, .. } => {
-                            *text = crate::asr::redact::redact_tentative(text);
-                        }
+                match &mut event {
+                    CaptionEvent::Final(FinalSegment { text, .. }) => {
+                        *text = policy.transcript_text(text);
                     }
+                    CaptionEvent::Partial { text, .. } if policy.pii_redaction => {
+                        *text = crate::asr::redact::redact_tentative(text);
+                    }
+                    CaptionEvent::Partial { .. } => {}
                 }
                 if let CaptionEvent::Final(f) = &mut event {
                     if let Some(t) = &transcript {
@@ -273,8 +265,7 @@ impl CallTranscription {
             }
         }
         if let Some(t) = &transcript {
-            let summary = serde_json::to_value(crate::asr::summary::summarize(&finals))
-                .unwrap_or(serde_json::Value::Null);
+            let summary = crate::asr::summary::summary_json(&finals);
             if let Err(e) = self
                 .store
                 .finish_transcript(

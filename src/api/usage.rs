@@ -67,7 +67,7 @@ pub struct Usage {
     calls: CallsByDirection,
     recorded_minutes: f64,
     transcribed_minutes: f64,
-    /// Recording bytes stored now, whatever the range.
+    /// Bytes still stored of the recordings made within the range.
     storage_bytes: i64,
     /// Most media streams open at once within the range.
     concurrent_streams_peak: u32,

@@ -25,7 +25,8 @@ use crate::providers::model::{
 };
 use crate::providers::twilio::{signature, token, SIGNATURE_HEADER};
 use crate::store::{
-    now_ms, CallEventOutcome, CallStatus, Direction, ProviderCallEvent, TwilioCredentials,
+    now_ms, CallEventOutcome, CallPolicy, CallStatus, Direction, ProviderCallEvent,
+    TwilioCredentials,
 };
 
 /// Where Twilio connects the call's media stream.
@@ -249,6 +250,17 @@ pub async fn voice(
         Ok(s) => s,
         Err(e) => return internal("cannot read tenant settings", e),
     };
+    // Answering starts the call: its policy is pinned here (a retried
+    // webhook finds the first one), so the consent it announces and what
+    // the stream then does agree.
+    let policy = match state
+        .store
+        .pin_call_policy(tenant, &row.id, &CallPolicy::from_settings(&settings, now))
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return internal("cannot pin the call policy", e),
+    };
 
     // Quotas: a stream slot must be free, and this month's minutes left.
     let mut over = None;
@@ -261,7 +273,9 @@ pub async fn voice(
         over = Some(Quota::ConcurrentStreams);
     }
     if over.is_none() {
-        over = match quota::exhausted_for_call(&state, tenant, &settings, At::CallAnswer).await {
+        over = match quota::exhausted_for_call(&state, tenant, &settings, &policy, At::CallAnswer)
+            .await
+        {
             Ok(q) => q,
             Err(e) => return internal("cannot check quotas", e),
         };
@@ -285,7 +299,7 @@ pub async fn voice(
         );
     }
 
-    let answer = match answer_for(&state, tenant, &call.call_id, &event, &row.id, &settings) {
+    let answer = match answer_for(&state, tenant, &call.call_id, &event, &row.id, &policy) {
         Ok(a) => a,
         Err(e) => return internal("bad public URL", e),
     };
@@ -320,7 +334,7 @@ fn answer_for(
     call_sid: &str,
     event: &ProviderCallEvent<'_>,
     call_id: &str,
-    settings: &crate::store::TenantSettings,
+    policy: &CallPolicy,
 ) -> Result<StreamAnswer, String> {
     let stream_url = signature::stream_url(state.config.public_url().as_str(), STREAM_PATH)
         .map_err(|e| e.to_string())
@@ -347,7 +361,7 @@ fn answer_for(
         }
     }
     Ok(StreamAnswer {
-        announcement: settings
+        announcement: policy
             .consent_announcement
             .as_ref()
             .map(|t| Announcement::text(t.clone())),

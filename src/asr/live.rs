@@ -144,6 +144,23 @@ pub struct FinalSegment {
     pub confidence: Option<f32>,
 }
 
+impl From<&crate::store::Segment> for FinalSegment {
+    /// A stored segment as a final (its text as stored).
+    fn from(s: &crate::store::Segment) -> Self {
+        Self {
+            track: if s.track == "agent" {
+                Track::Agent
+            } else {
+                Track::Caller
+            },
+            start_ms: s.start_ms.max(0) as u64,
+            end_ms: s.end_ms.max(0) as u64,
+            text: s.text.clone(),
+            confidence: s.confidence.map(|c| c as f32),
+        }
+    }
+}
+
 /// Utterance bookkeeping for one track, in 8 kHz sample positions.
 struct TrackState {
     vad: earshot::VoiceActivityDetector,

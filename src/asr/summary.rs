@@ -126,6 +126,12 @@ fn clock(ms: u64) -> String {
     }
 }
 
+/// [`summarize`] as the JSON stored with a transcript; every path that
+/// stores a transcript stores this.
+pub fn summary_json(segments: &[FinalSegment]) -> serde_json::Value {
+    serde_json::to_value(summarize(segments)).unwrap_or(serde_json::Value::Null)
+}
+
 /// Summarizes a call from its final segments (any order; both tracks).
 pub fn summarize(segments: &[FinalSegment]) -> CallSummary {
     let lex = lexicon();

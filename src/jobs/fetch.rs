@@ -7,6 +7,10 @@
 //! credentials; network trouble, 429 and 5xx are retried with backoff,
 //! other refusals fail the job and are logged on the call.
 //!
+//! A call whose policy does not record it (`record_calls` off when it
+//! started, or now) gets nothing downloaded: the job ends with
+//! `provider_recording_skipped` in the call's log.
+//!
 //! Exactly once: a successful store is logged on the call
 //! (`provider_recording_stored` with the provider's recording id) and a
 //! re-run that finds that log stores nothing. (A crash between the store
@@ -32,6 +36,10 @@ pub const MAX_RECORDING_BYTES: u64 = 512 * 1024 * 1024;
 
 /// The call log event of a stored provider recording.
 pub const STORED_EVENT: &str = "provider_recording_stored";
+
+/// The call log event of a provider recording not fetched because the
+/// call's policy does not record it.
+pub const SKIPPED_EVENT: &str = "provider_recording_skipped";
 
 /// A fetch job's payload: what the recording callback said.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +186,25 @@ impl JobHandler for RecordingFetchHandler {
                     "reused": true,
                 }));
             }
+        }
+        // Recording off for the call (or, for a call we do not know, for
+        // the tenant): nothing is downloaded, nothing stored.
+        let policy = self
+            .store
+            .policy_after_call(tenant, call.as_ref())
+            .await
+            .map_err(store_err)?;
+        if !policy.record {
+            let detail = serde_json::json!({
+                "recording_sid": p.recording_sid,
+                "reason": "recording is off for this call",
+            });
+            self.log(tenant, call_id, SKIPPED_EVENT, detail).await;
+            return Ok(serde_json::json!({
+                "recording_sid": p.recording_sid,
+                "call_id": call_id,
+                "skipped": "recording is off for this call",
+            }));
         }
         let outcome = self.fetch(job, &p, call_id).await;
         match &outcome {

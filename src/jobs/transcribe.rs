@@ -4,7 +4,8 @@
 //! tracks (stereo: left caller, right agent; mono: caller), transcribes
 //! each with the shared engine at [`Priority::Batch`] (live captions go
 //! first), and stores one completed transcript (`source = batch`) with its
-//! segments, linked from the call.
+//! segments and summary, linked from the call. Text is redacted as the
+//! call's policy says (the pinned one, tightened by the settings now).
 //!
 //! Exactly once: the transcript's id is the job's id and it is written in
 //! one transaction with its segments, so a re-run (after a crash or a lost
@@ -17,9 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{JobContext, JobError, JobHandler};
 use crate::asr::engine::{AsrEngine, AsrError, DecodeOptions, Priority};
+use crate::asr::live::FinalSegment;
+use crate::asr::summary::summary_json;
 use crate::audio::{decode_bytes, DecodeError, DecodedAudio};
 use crate::recording::{RecordingError, Recordings};
-use crate::store::{now_ms, Job, Segment, Store, StoreError};
+use crate::store::{now_ms, BatchTranscript, Job, Segment, Store, StoreError};
 
 /// `jobs.kind` of transcription jobs.
 pub const KIND: &str = "transcription";
@@ -91,6 +94,17 @@ impl JobHandler for TranscriptionHandler {
         if let Ok(t) = self.store.get_transcript(tenant, &transcript_id).await {
             return Ok(serde_json::json!({"transcript_id": t.id, "reused": true}));
         }
+        // Redaction as the call's policy says now (see `CallPolicy::after_call`).
+        let call = self
+            .store
+            .get_call(tenant, &p.call_id)
+            .await
+            .map_err(store_err)?;
+        let policy = self
+            .store
+            .policy_after_call(tenant, Some(&call))
+            .await
+            .map_err(store_err)?;
         let (_, mut reader) = self
             .recordings
             .open_wav(tenant, &p.recording_id)
@@ -137,7 +151,7 @@ impl JobHandler for TranscriptionHandler {
                             track: track.to_string(),
                             start_ms: s.start_ms,
                             end_ms: s.end_ms,
-                            text: s.text.trim().to_string(),
+                            text: policy.transcript_text(s.text.trim()),
                             confidence: s.confidence.map(f64::from),
                         }),
                 );
@@ -147,14 +161,19 @@ impl JobHandler for TranscriptionHandler {
             }
         }
         segments.sort_by_key(|s| (s.start_ms, s.track.clone()));
+        let finals: Vec<FinalSegment> = segments.iter().map(FinalSegment::from).collect();
+        let summary = summary_json(&finals);
         let created = self
             .store
             .store_batch_transcript(
                 tenant,
-                &transcript_id,
-                &p.call_id,
-                &self.model_name(),
-                &segments,
+                &BatchTranscript {
+                    id: &transcript_id,
+                    call_id: &p.call_id,
+                    model: &self.model_name(),
+                    segments: &segments,
+                    summary: &summary,
+                },
                 now_ms(),
             )
             .await

@@ -537,7 +537,7 @@ pub fn keyring(cfg: &Config, store: Store) -> Result<Keyring, RecordingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{testing, Direction, StreamCall};
+    use crate::store::testing;
 
     fn service(store: &Store, dir: &std::path::Path) -> Recordings {
         Recordings::new(
@@ -550,14 +550,7 @@ mod tests {
     }
 
     async fn call(store: &Store, tenant: &str) -> String {
-        let c = StreamCall {
-            provider: "twilio",
-            external_call_id: "CA1",
-            stream_id: "MZ1",
-            direction: Direction::Inbound,
-            from_number: None,
-            to_number: None,
-        };
+        let c = testing::stream_call("CA1", "MZ1");
         store.start_stream_call(tenant, &c, 1_000).await.unwrap().id
     }
 

@@ -1,5 +1,6 @@
-//! Retention: deletes recordings older than their tenant's
-//! `retention_days` (file and key material via [`Recordings::delete`]; the
+//! Retention: deletes recordings older than their retention: the shorter
+//! of their call's pinned `retention_days` (its policy) and the tenant's
+//! current one (file and key material via [`Recordings::delete`]; the
 //! row stays as `deleted`, the call log says when and why). A background
 //! task sweeps on an interval; one sweep is a plain function of "now" so
 //! tests can move the clock instead of waiting days.
@@ -10,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{RecordingError, Recordings};
 
-const DAY_MS: i64 = 86_400_000;
 /// Rows looked at per query; a sweep loops until a tenant has no more.
 const BATCH: u32 = 200;
 
@@ -22,25 +22,27 @@ pub struct SweepReport {
     pub failed: usize,
 }
 
-/// Deletes, for every tenant with a retention setting, the recordings
-/// created more than `retention_days` before `now_ms`. One recording that
+/// Deletes, for every tenant, the recordings created more than their
+/// retention (see the module docs) before `now_ms`. One recording that
 /// cannot be deleted does not stop the others.
 pub async fn sweep(recordings: &Recordings, now_ms: i64) -> Result<SweepReport, RecordingError> {
     let store = recordings.store();
     let mut report = SweepReport::default();
-    for (tenant, days) in store.tenants_with_retention().await? {
-        let cutoff = now_ms - i64::from(days) * DAY_MS;
-        let reason = format!("retention: older than {days} days");
+    for (tenant, current_days) in store.tenant_retention().await? {
         let mut skip = std::collections::HashSet::new();
         loop {
             let batch = store
-                .recordings_created_before(&tenant, cutoff, BATCH + skip.len() as u32)
+                .recordings_past_retention(&tenant, now_ms, current_days, BATCH + skip.len() as u32)
                 .await?;
-            let todo: Vec<_> = batch.iter().filter(|r| !skip.contains(&r.id)).collect();
+            let todo: Vec<_> = batch
+                .iter()
+                .filter(|(r, _)| !skip.contains(&r.id))
+                .collect();
             if todo.is_empty() {
                 break;
             }
-            for rec in todo {
+            for (rec, days) in todo {
+                let reason = format!("retention: older than {days} days");
                 match recordings.delete(&tenant, &rec.id, &reason).await {
                     Ok(_) => report.deleted += 1,
                     Err(e) => {

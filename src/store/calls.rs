@@ -66,6 +66,9 @@ pub struct Call {
     /// The provider conference the call's leg is in (Twilio `CF…`); hold and
     /// mute need one.
     pub conference_sid: Option<String>,
+    /// What the tenant's settings said about this call when it started
+    /// (see [`super::CallPolicy`]); `None` until it is resolved.
+    pub policy: Option<super::CallPolicy>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -153,7 +156,7 @@ pub(super) const CALL_COLUMNS: &str =
     "id, tenant_id, direction, status, from_number, to_number, provider, \
      external_call_id, stream_id, started_at, answered_at, ended_at, duration_ms, recording_id, \
      transcript_id, customer_id, ticket_id, assigned_user_id, disposition, notes, conference_sid, \
-     created_at, updated_at";
+     policy, created_at, updated_at";
 
 pub(super) fn call_from_row(row: &AnyRow) -> Result<Call> {
     Ok(Call {
@@ -178,6 +181,7 @@ pub(super) fn call_from_row(row: &AnyRow) -> Result<Call> {
         disposition: row.try_get("disposition")?,
         notes: row.try_get("notes")?,
         conference_sid: row.try_get("conference_sid")?,
+        policy: super::policy::parse_policy(row.try_get("policy")?)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -540,16 +544,7 @@ mod tests {
     use super::*;
     use crate::store::testing;
 
-    fn stream_call<'a>(call_sid: &'a str, stream: &'a str) -> StreamCall<'a> {
-        StreamCall {
-            provider: "twilio",
-            external_call_id: call_sid,
-            stream_id: stream,
-            direction: Direction::Inbound,
-            from_number: None,
-            to_number: None,
-        }
-    }
+    use crate::store::testing::stream_call;
 
     #[tokio::test]
     async fn lifecycle_is_tenant_scoped() {

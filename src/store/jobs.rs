@@ -62,6 +62,18 @@ pub struct NewJob<'a> {
     pub run_after: Option<i64>,
 }
 
+/// A finished batch transcript, as [`Store::store_batch_transcript`] stores it.
+#[derive(Debug, Clone)]
+pub struct BatchTranscript<'a> {
+    /// The transcript's id (the job's, so a re-run finds it).
+    pub id: &'a str,
+    pub call_id: &'a str,
+    pub model: &'a str,
+    pub segments: &'a [Segment],
+    /// The call summary from these segments.
+    pub summary: &'a serde_json::Value,
+}
+
 /// Jobs counted by kind and status (queue depth for metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobCount {
@@ -368,23 +380,22 @@ impl Store {
     pub async fn store_batch_transcript(
         &self,
         tenant_id: &str,
-        transcript_id: &str,
-        call_id: &str,
-        model: &str,
-        segments: &[Segment],
+        t: &BatchTranscript<'_>,
         now: i64,
     ) -> Result<bool> {
+        let (transcript_id, call_id, segments) = (t.id, t.call_id, t.segments);
         let _writer = self.writer().await;
         let mut tx = self.pool().begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO transcripts (id, tenant_id, call_id, status, model, source, created_at, \
-             completed_at) VALUES ($1, $2, $3, 'completed', $4, 'batch', $5, $5) \
+            "INSERT INTO transcripts (id, tenant_id, call_id, status, model, source, summary, \
+             created_at, completed_at) VALUES ($1, $2, $3, 'completed', $4, 'batch', $5, $6, $6) \
              ON CONFLICT DO NOTHING",
         )
         .bind(transcript_id)
         .bind(tenant_id)
         .bind(call_id)
-        .bind(model)
+        .bind(t.model)
+        .bind(t.summary.to_string())
         .bind(now)
         .execute(&mut *tx)
         .await?

@@ -8,6 +8,7 @@ mod calls;
 mod crm;
 mod jobs;
 mod phone_numbers;
+mod policy;
 mod recordings;
 mod tenants;
 mod transcripts;
@@ -31,8 +32,9 @@ pub use crm::{
     Customer, CustomerPage, CustomerUpdate, NewCustomer, NewTicket, Ticket, TicketFilter,
     TicketPage, TicketStatus, TicketUpdate,
 };
-pub use jobs::{Job, JobCount, JobStatus, NewJob};
+pub use jobs::{BatchTranscript, Job, JobCount, JobStatus, NewJob};
 pub use phone_numbers::{NumberStatus, PhoneNumber};
+pub use policy::{CallPolicy, DataPath};
 pub use recordings::{
     NewRecording, NewRecordingKey, Recording, RecordingKey, RecordingKeyStatus, RecordingOutcome,
     RecordingSource, RecordingStatus,
@@ -223,7 +225,19 @@ pub(crate) use text_enum;
 
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::Store;
+    use super::{Direction, Store, StreamCall};
+
+    /// An inbound Twilio stream's call, as the tests start one.
+    pub fn stream_call<'a>(call_sid: &'a str, stream: &'a str) -> StreamCall<'a> {
+        StreamCall {
+            provider: "twilio",
+            external_call_id: call_sid,
+            stream_id: stream,
+            direction: Direction::Inbound,
+            from_number: None,
+            to_number: None,
+        }
+    }
 
     /// A fresh migrated store, with what keeps it alive (its temp dir).
     pub struct TestStore {

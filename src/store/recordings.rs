@@ -383,10 +383,12 @@ impl Store {
 
 /// Retention: what the worker that enforces `retention_days` reads.
 impl Store {
-    /// Every tenant that keeps recordings a limited time, with its
-    /// `retention_days`. Cross-tenant by nature (one worker sweeps all);
-    /// each result names its tenant and every later query is scoped to it.
-    pub async fn tenants_with_retention(&self) -> Result<Vec<(String, u32)>> {
+    /// Every tenant with its current `retention_days` (`None`: keep). All
+    /// tenants, because a call can carry a shorter retention in its policy
+    /// than its tenant has now. Cross-tenant by nature (one worker sweeps
+    /// all); each result names its tenant and every later query is scoped
+    /// to it.
+    pub async fn tenant_retention(&self) -> Result<Vec<(String, Option<u32>)>> {
         let rows = sqlx::query("SELECT id, settings FROM tenants ORDER BY id")
             .fetch_all(self.pool())
             .await?;
@@ -396,11 +398,7 @@ impl Store {
             let raw: String = row.try_get("settings")?;
             // One unreadable row must not stop retention for every tenant.
             match serde_json::from_str::<super::TenantSettings>(&raw) {
-                Ok(settings) => {
-                    if let Some(days) = settings.retention_days {
-                        out.push((id, days));
-                    }
-                }
+                Ok(settings) => out.push((id, settings.retention_days)),
                 Err(_) => {
                     tracing::error!(tenant_id = %id, "tenant settings unreadable; retention skipped");
                 }
@@ -410,33 +408,54 @@ impl Store {
     }
 
     /// A tenant's finished recordings (completed, interrupted or failed:
-    /// not still being written, not already deleted) created before
-    /// `before` (ms), oldest first, at most `limit`.
-    pub async fn recordings_created_before(
+    /// not still being written, not already deleted) past their retention
+    /// at `now` (ms), oldest first, at most `limit`, each with the days
+    /// that applied: the shorter of their call's pinned retention and the
+    /// tenant's `current_days` (either may be absent; both absent keeps).
+    pub async fn recordings_past_retention(
         &self,
         tenant_id: &str,
-        before: i64,
+        now: i64,
+        current_days: Option<u32>,
         limit: u32,
-    ) -> Result<Vec<Recording>> {
+    ) -> Result<Vec<(Recording, u32)>> {
         let rows = sqlx::query(&format!(
-            "SELECT {RECORDING_COLUMNS} FROM recordings \
-             WHERE tenant_id = $1 AND created_at < $2 \
-             AND status IN ('completed', 'interrupted', 'failed') \
-             ORDER BY created_at, id LIMIT $3"
+            "SELECT {RECORDING_COLUMNS}, days FROM ( \
+               SELECT {RECORDING_COLUMNS}, ( \
+                 SELECT CASE \
+                   WHEN MIN(c.retention_days) IS NULL THEN CAST($3 AS BIGINT) \
+                   WHEN CAST($3 AS BIGINT) IS NULL OR MIN(c.retention_days) < CAST($3 AS BIGINT) \
+                     THEN MIN(c.retention_days) \
+                   ELSE CAST($3 AS BIGINT) END \
+                 FROM calls c WHERE c.tenant_id = recordings.tenant_id AND c.id = recordings.call_id \
+               ) AS days \
+               FROM recordings WHERE tenant_id = $1 \
+               AND status IN ('completed', 'interrupted', 'failed') \
+             ) r WHERE days IS NOT NULL AND created_at < $2 - days * 86400000 \
+             ORDER BY created_at, id LIMIT $4"
         ))
         .bind(tenant_id)
-        .bind(before)
+        .bind(now)
+        .bind(current_days.map(i64::from))
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(recording_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                let days: i64 = row.try_get("days")?;
+                Ok((
+                    recording_from_row(row)?,
+                    u32::try_from(days).unwrap_or(u32::MAX),
+                ))
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{testing, Direction, StreamCall};
+    use crate::store::testing;
 
     fn new_key<'a>(id: &'a str) -> NewRecordingKey<'a> {
         NewRecordingKey {
@@ -454,18 +473,7 @@ mod tests {
             let a = store.create_tenant("A", None).await.unwrap();
             let b = store.create_tenant("B", None).await.unwrap();
             let call = store
-                .start_stream_call(
-                    &a.id,
-                    &StreamCall {
-                        provider: "twilio",
-                        external_call_id: "CA1",
-                        stream_id: "MZ1",
-                        direction: Direction::Inbound,
-                        from_number: None,
-                        to_number: None,
-                    },
-                    1_000,
-                )
+                .start_stream_call(&a.id, &testing::stream_call("CA1", "MZ1"), 1_000)
                 .await
                 .unwrap();
             let new = NewRecording {
@@ -599,8 +607,28 @@ mod tests {
         }
     }
 
+    fn new_recording<'a>(
+        id: &'a str,
+        call_id: Option<&'a str>,
+        status: RecordingStatus,
+    ) -> NewRecording<'a> {
+        NewRecording {
+            id,
+            call_id,
+            source: RecordingSource::Provider,
+            status,
+            format: "wav",
+            channels: 1,
+            sample_rate: 8000,
+            storage_path: "p",
+            key_id: "k",
+            algorithm: "age-x25519",
+        }
+    }
+
     #[tokio::test]
-    async fn retention_finds_tenants_and_their_old_finished_recordings() {
+    async fn retention_finds_old_finished_recordings_by_tenant_and_call_policy() {
+        const DAY: i64 = 86_400_000;
         for store in testing::stores().await {
             let a = store.create_tenant("A", None).await.unwrap();
             let b = store.create_tenant("B", None).await.unwrap();
@@ -609,9 +637,9 @@ mod tests {
                 ..Default::default()
             };
             store.set_tenant_settings(&a.id, &settings).await.unwrap();
-            let found = store.tenants_with_retention().await.unwrap();
-            assert!(found.contains(&(a.id.clone(), 7)));
-            assert!(!found.iter().any(|(t, _)| t == &b.id));
+            let found = store.tenant_retention().await.unwrap();
+            assert!(found.contains(&(a.id.clone(), Some(7))));
+            assert!(found.contains(&(b.id.clone(), None)));
             let mut ids = Vec::new();
             for (i, status) in [
                 RecordingStatus::Completed,
@@ -623,20 +651,8 @@ mod tests {
             .enumerate()
             {
                 let id = crate::store::new_id();
-                let new = NewRecording {
-                    id: &id,
-                    call_id: None,
-                    source: RecordingSource::Provider,
-                    status,
-                    format: "wav",
-                    channels: 1,
-                    sample_rate: 8000,
-                    storage_path: "p",
-                    key_id: "k",
-                    algorithm: "age-x25519",
-                };
                 store
-                    .create_recording(&a.id, &new, 1_000 + i as i64)
+                    .create_recording(&a.id, &new_recording(&id, None, status), 1_000 + i as i64)
                     .await
                     .unwrap();
                 ids.push(id);
@@ -645,27 +661,62 @@ mod tests {
                 .mark_recording_deleted(&a.id, &ids[3], 5_000)
                 .await
                 .unwrap();
+            let now = 1_003 + 7 * DAY;
             let old = store
-                .recordings_created_before(&a.id, 1_003, 10)
+                .recordings_past_retention(&a.id, now, Some(7), 10)
                 .await
                 .unwrap();
-            let got: Vec<&str> = old.iter().map(|r| r.id.as_str()).collect();
+            let got: Vec<(&str, u32)> = old.iter().map(|(r, d)| (r.id.as_str(), *d)).collect();
             // Still recording and already deleted are not retention's; the
-            // cutoff is strict; another tenant sees none of them.
-            assert_eq!(got, [ids[0].as_str(), ids[2].as_str()]);
-            assert_eq!(
-                store
-                    .recordings_created_before(&a.id, 1_003, 1)
-                    .await
-                    .unwrap()
-                    .len(),
-                1
-            );
-            assert!(store
-                .recordings_created_before(&b.id, i64::MAX, 10)
+            // cutoff is strict.
+            assert_eq!(got, [(ids[0].as_str(), 7), (ids[2].as_str(), 7)]);
+            let one = store
+                .recordings_past_retention(&a.id, now, Some(7), 1)
+                .await;
+            assert_eq!(one.unwrap().len(), 1);
+            // No retention anywhere: kept.
+            let none = store.recordings_past_retention(&a.id, i64::MAX / 2, None, 10);
+            assert!(none.await.unwrap().is_empty());
+
+            // B keeps everything now, but one call was pinned at 1 day.
+            let call = store
+                .start_stream_call(&b.id, &testing::stream_call("CA1", "MZ1"), 1_000)
+                .await
+                .unwrap();
+            let pinned = crate::store::CallPolicy {
+                retention_days: Some(1),
+                ..crate::store::CallPolicy::from_settings(&Default::default(), 1_000)
+            };
+            store
+                .pin_call_policy(&b.id, &call.id, &pinned)
+                .await
+                .unwrap();
+            let (with_call, without) = (crate::store::new_id(), crate::store::new_id());
+            for (id, call_id) in [(&with_call, Some(call.id.as_str())), (&without, None)] {
+                let new = new_recording(id, call_id, RecordingStatus::Completed);
+                store.create_recording(&b.id, &new, 1_000).await.unwrap();
+            }
+            let old = store
+                .recordings_past_retention(&b.id, 1_001 + DAY, None, 10)
+                .await
+                .unwrap();
+            let got: Vec<(&str, u32)> = old.iter().map(|(r, d)| (r.id.as_str(), *d)).collect();
+            assert_eq!(got, [(with_call.as_str(), 1)]);
+            // The shorter wins: a tenant limit of 3 days does not lengthen it.
+            let old = store
+                .recordings_past_retention(&b.id, 1_001 + 3 * DAY, Some(3), 10)
+                .await
+                .unwrap();
+            assert_eq!(old.len(), 2);
+            assert!(old.iter().any(|(r, d)| r.id == with_call && *d == 1));
+            assert!(old.iter().any(|(r, d)| r.id == without && *d == 3));
+            // Another tenant sees none of them.
+            let other = store.recordings_past_retention(&a.id, i64::MAX / 2, Some(1), 10);
+            assert!(other
                 .await
                 .unwrap()
-                .is_empty());
+                .iter()
+                .all(|(r, _)| ids.contains(&r.id)));
         }
     }
 }

@@ -181,7 +181,6 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::testing;
-    use crate::store::{Direction, StreamCall};
 
     #[tokio::test]
     async fn segments_belong_to_their_tenant() {
@@ -189,18 +188,7 @@ mod tests {
             let a = store.create_tenant("A", None).await.unwrap();
             let b = store.create_tenant("B", None).await.unwrap();
             let call = store
-                .start_stream_call(
-                    &a.id,
-                    &StreamCall {
-                        provider: "twilio",
-                        external_call_id: "CA1",
-                        stream_id: "MZ1",
-                        direction: Direction::Inbound,
-                        from_number: None,
-                        to_number: None,
-                    },
-                    1,
-                )
+                .start_stream_call(&a.id, &crate::store::testing::stream_call("CA1", "MZ1"), 1)
                 .await
                 .unwrap();
             let t = store

@@ -20,7 +20,7 @@ pub struct UsageTotals {
     pub outbound: CallUsage,
     pub recorded_ms: i64,
     pub transcribed_ms: i64,
-    /// Bytes of recordings stored now (not deleted), whatever the range.
+    /// Bytes still stored (not deleted) of the recordings made in the range.
     pub storage_bytes: i64,
     pub concurrent_streams_peak: u32,
 }
@@ -158,9 +158,11 @@ impl Store {
         totals.transcribed_ms = self.transcribed_ms(tenant_id, from, to).await?;
         let row = sqlx::query(
             "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS b FROM recordings \
-             WHERE tenant_id = $1 AND status <> 'deleted'",
+             WHERE tenant_id = $1 AND status <> 'deleted' AND created_at >= $2 AND created_at < $3",
         )
         .bind(tenant_id)
+        .bind(from)
+        .bind(to)
         .fetch_one(self.pool())
         .await?;
         totals.storage_bytes = row.try_get("b")?;
@@ -271,6 +273,57 @@ mod tests {
             let none = store.usage_totals(&t.id, 5_000, 6_000).await.unwrap();
             assert_eq!(none.inbound.count, 0);
             assert_eq!(none.concurrent_streams_peak, 2, "two streams still open");
+        }
+    }
+
+    #[tokio::test]
+    async fn storage_bytes_count_recordings_made_in_the_range() {
+        use crate::store::{NewRecording, RecordingOutcome, RecordingSource, RecordingStatus};
+        for store in stores().await {
+            let t = store.create_tenant("A", None).await.unwrap();
+            for (at, bytes, deleted) in [(1_000, 100, false), (2_000, 20, false), (2_500, 7, true)]
+            {
+                let id = new_id();
+                let new = NewRecording {
+                    id: &id,
+                    call_id: None,
+                    source: RecordingSource::Stream,
+                    status: RecordingStatus::Recording,
+                    format: "wav",
+                    channels: 2,
+                    sample_rate: 8000,
+                    storage_path: "p",
+                    key_id: "k",
+                    algorithm: "age-x25519",
+                };
+                store.create_recording(&t.id, &new, at).await.unwrap();
+                let outcome = RecordingOutcome {
+                    bytes: Some(bytes),
+                    ..Default::default()
+                };
+                store
+                    .finish_recording(&t.id, &id, RecordingStatus::Completed, &outcome, at)
+                    .await
+                    .unwrap();
+                if deleted {
+                    store.mark_recording_deleted(&t.id, &id, at).await.unwrap();
+                }
+            }
+            let bytes = |from, to| {
+                let store = store.clone();
+                let t = t.id.clone();
+                async move {
+                    store
+                        .usage_totals(&t, from, to)
+                        .await
+                        .unwrap()
+                        .storage_bytes
+                }
+            };
+            assert_eq!(bytes(0, i64::MAX).await, 120);
+            assert_eq!(bytes(1_500, 3_000).await, 20, "deleted ones are not stored");
+            assert_eq!(bytes(0, 1_000).await, 0, "the end is exclusive");
+            assert_eq!(bytes(3_000, 4_000).await, 0);
         }
     }
 }
