@@ -32,6 +32,7 @@ fn setup() -> (tokio::runtime::Runtime, AsrEngine, Vec<f32>) {
         model_path: model,
         threads_per_job: cores,
         max_parallel_jobs: 1,
+        ..EngineConfig::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let samples = decode_file(&root.join("media-fixtures/jfk.wav"))

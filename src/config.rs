@@ -109,6 +109,17 @@ pub struct AsrConfig {
     pub end_silence_ms: u64,
     /// Longest utterance before a final is forced.
     pub max_utterance_ms: u64,
+    /// Fewest encoder positions (20 ms each) a short window is decoded
+    /// with; 1500 = always Whisper's full 30 s window. Shrinking the window
+    /// saves CPU but makes Whisper loop on short real utterances; the
+    /// default is what the real-speech evaluation (`scripts/eval-asr.sh`)
+    /// shows costs no accuracy.
+    pub min_audio_ctx: u32,
+    /// Calls captioned live at once; a call that finds every slot taken
+    /// gets no live captions (watchers are told) and is transcribed from
+    /// its recording after it ends. 0 (default): from the thread budget
+    /// and the model, see [`AsrConfig::live_capacity`].
+    pub max_live_calls: usize,
 }
 
 /// Telephony provider API settings.
@@ -242,11 +253,38 @@ impl Default for AsrConfig {
             partial_interval_ms: live.partial_interval_ms,
             end_silence_ms: live.end_silence_ms,
             max_utterance_ms: live.max_utterance_ms,
+            min_audio_ctx: crate::asr::engine::DEFAULT_MIN_AUDIO_CTX,
+            max_live_calls: 0,
         }
     }
 }
 
 impl AsrConfig {
+    /// The speech engine these settings describe.
+    pub fn engine(&self) -> crate::asr::engine::EngineConfig {
+        crate::asr::engine::EngineConfig {
+            model_path: self.model_path.clone(),
+            threads_per_job: self.threads_per_job,
+            max_parallel_jobs: self.max_parallel_jobs,
+            min_audio_ctx: self.min_audio_ctx,
+        }
+    }
+
+    /// Live caption slots: `max_live_calls`, or when 0 an estimate from the
+    /// thread budget and the model's size. The load test (both parties
+    /// talking at once, partial p95 < 2.5 s, final p95 < 2 s) held 4 calls
+    /// per core with tiny.en; larger models hold fewer (about one per core
+    /// for base). Measure with `scripts/loadtest.sh` and set it.
+    pub fn live_capacity(&self) -> usize {
+        if self.max_live_calls > 0 {
+            return self.max_live_calls;
+        }
+        let threads = self.threads_per_job * self.max_parallel_jobs;
+        let model_mb = std::fs::metadata(&self.model_path).map_or(0, |m| m.len() >> 20);
+        let per_thread = if model_mb <= 100 { 4 } else { 1 };
+        (threads * per_thread).max(1)
+    }
+
     /// The live captioning policy these settings describe.
     pub fn live(&self) -> crate::asr::live::LiveConfig {
         crate::asr::live::LiveConfig {
@@ -404,6 +442,8 @@ impl Config {
                 "ASR__PARTIAL_INTERVAL_MS" => asr.partial_interval_ms,
                 "ASR__END_SILENCE_MS" => asr.end_silence_ms,
                 "ASR__MAX_UTTERANCE_MS" => asr.max_utterance_ms,
+                "ASR__MIN_AUDIO_CTX" => asr.min_audio_ctx,
+                "ASR__MAX_LIVE_CALLS" => asr.max_live_calls,
                 "PROVIDERS__TWILIO__API_BASE_URL" => providers.twilio.api_base_url,
                 "PROVIDERS__TWILIO__REQUEST_TIMEOUT_MS" => providers.twilio.request_timeout_ms,
                 "RECORDING__ENABLED" => recording.enabled,
@@ -499,6 +539,12 @@ impl Config {
             return Err(invalid(
                 "asr.threads_per_job",
                 "thread budget is unreasonably large",
+            ));
+        }
+        if !(1..=crate::asr::engine::FULL_AUDIO_CTX).contains(&a.min_audio_ctx) {
+            return Err(invalid(
+                "asr.min_audio_ctx",
+                "must be between 1 and 1500 (the full 30 s window)",
             ));
         }
         if !(100..=5_000).contains(&a.partial_interval_ms) {

@@ -125,6 +125,7 @@ impl Gateway {
                 queue: config.stream.transcription_queue,
                 tracker: state.sessions.tracker(),
                 metrics: state.metrics.clone(),
+                admission: api::transcription::LiveAdmission::new(config.asr.live_capacity()),
             });
         }
         if config.recording.enabled {
@@ -144,6 +145,7 @@ impl Gateway {
                 queue: config.stream.recording_queue,
                 tracker: state.sessions.tracker(),
                 next: state.sinks.clone(),
+                after_call_attempts: config.jobs.max_attempts,
             });
             state.recordings = Some(recordings);
             if config.recording.url_signing_keys.is_none() {

@@ -498,11 +498,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         "callstream serving"
     );
     let engine = if cfg.asr.enabled {
-        let engine_cfg = callstream::asr::engine::EngineConfig {
-            model_path: cfg.asr.model_path.clone(),
-            threads_per_job: cfg.asr.threads_per_job,
-            max_parallel_jobs: cfg.asr.max_parallel_jobs,
-        };
+        let engine_cfg = cfg.asr.engine();
         let engine = tokio::task::spawn_blocking(move || {
             callstream::asr::engine::AsrEngine::load(engine_cfg)
         })

@@ -20,7 +20,6 @@ pub const DROP_REASONS: &[&str] = &[
     "overlap",
     "empty",
     "out_of_range",
-    "transcription_backpressure",
     "recording_overflow",
 ];
 
@@ -55,6 +54,14 @@ pub struct Metrics {
     /// Unfinished jobs by kind and status (queued, running), refreshed by
     /// the worker pool.
     pub jobs_queue_depth: prometheus::IntGaugeVec,
+    /// Calls streaming now by live-caption state: `live` (holding a live
+    /// slot) or `waiting` (no slot: transcribed after the call).
+    pub live_calls: prometheus::IntGaugeVec,
+    /// Live-caption admissions: admitted, refused (no slot free), lost (a
+    /// slot given up after falling a backlog behind).
+    live_admissions: IntCounterVec,
+    /// Calls queued for transcription from their recording after they ended.
+    pub after_call_transcriptions: IntCounter,
 }
 
 /// Quotas that can turn work away, and where ([`Metrics::quota_rejected`]).
@@ -64,6 +71,8 @@ pub const QUOTAS: &[&str] = &[
     "recording_minutes",
 ];
 pub const QUOTA_POINTS: &[&str] = &["call_answer", "stream_start", "job_create"];
+/// Outcomes of live-caption admission ([`Metrics::live_admission`]).
+pub const LIVE_ADMISSIONS: &[&str] = &["admitted", "refused", "lost"];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -203,8 +212,32 @@ impl Metrics {
             &["kind", "status"],
         )
         .expect("valid metric");
+        let live_calls = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "callstream_live_calls",
+                "Calls streaming now, by live-caption state (live, waiting)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let live_admissions = IntCounterVec::new(
+            Opts::new(
+                "callstream_live_admissions_total",
+                "Live-caption admissions of calls, by outcome (admitted, refused, lost)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let after_call_transcriptions = IntCounter::new(
+            "callstream_after_call_transcriptions_total",
+            "Calls queued for transcription from their recording after they ended",
+        )
+        .expect("valid metric");
         for m in [
-            Box::new(active_streams.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(live_calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(live_admissions.clone()),
+            Box::new(after_call_transcriptions.clone()),
+            Box::new(active_streams.clone()),
             Box::new(frames_in.clone()),
             Box::new(frames_dropped.clone()),
             Box::new(frame_latency.clone()),
@@ -233,6 +266,12 @@ impl Metrics {
         for reason in RECORDING_FAILURES {
             recording_failures.with_label_values(&[reason]);
         }
+        for state in ["live", "waiting"] {
+            live_calls.with_label_values(&[state]);
+        }
+        for outcome in LIVE_ADMISSIONS {
+            live_admissions.with_label_values(&[outcome]);
+        }
         for quota in QUOTAS {
             for at in QUOTA_POINTS {
                 quota_rejections.with_label_values(&[quota, at]);
@@ -257,7 +296,16 @@ impl Metrics {
             webhooks,
             jobs_total,
             jobs_queue_depth,
+            live_calls,
+            live_admissions,
+            after_call_transcriptions,
         }
+    }
+
+    /// Counts a live-caption admission; `outcome` is one of [`LIVE_ADMISSIONS`].
+    pub fn live_admission(&self, outcome: &'static str) {
+        debug_assert!(LIVE_ADMISSIONS.contains(&outcome));
+        self.live_admissions.with_label_values(&[outcome]).inc();
     }
 
     /// Counts work refused by a quota; names from [`QUOTAS`] and

@@ -73,6 +73,7 @@ async fn recording_server(tweak: impl FnOnce(&mut Config)) -> (TestServer, Recor
             queue: state.config.stream.recording_queue,
             tracker: state.sessions.tracker(),
             next: Arc::new(CaptureSinks(captured)),
+            after_call_attempts: 5,
         })
     })
     .await;

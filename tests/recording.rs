@@ -126,6 +126,7 @@ async fn recording_server(
                 queue: state.config.stream.recording_queue,
                 tracker: state.sessions.tracker(),
                 next: Arc::new(CaptureSinks(captured)),
+                after_call_attempts: 5,
             })
         },
     )

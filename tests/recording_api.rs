@@ -80,6 +80,7 @@ async fn api_server() -> (TestServer, Recordings) {
                 queue: state.config.stream.recording_queue,
                 tracker: state.sessions.tracker(),
                 next: Arc::new(CaptureSinks(captured)),
+                after_call_attempts: 5,
             });
             state.recordings = Some(recordings.clone());
             *s.lock().unwrap() = Some(recordings);

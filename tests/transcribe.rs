@@ -312,6 +312,7 @@ fn engine(threads_per_job: usize, max_parallel_jobs: usize) -> AsrEngine {
         model_path: model(),
         threads_per_job,
         max_parallel_jobs,
+        ..EngineConfig::default()
     })
     .unwrap()
 }

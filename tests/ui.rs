@@ -312,6 +312,7 @@ async fn live_call_is_captioned_on_the_page() {
             queue: 4096,
             tracker: state.sessions.tracker(),
             metrics: state.metrics.clone(),
+            admission: callstream::api::transcription::LiveAdmission::new(4),
         })
     })
     .await;

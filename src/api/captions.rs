@@ -1,8 +1,9 @@
 //! `GET /v1/calls/{id}/captions`: live captions for agents, as a WebSocket
 //! (when the request is an upgrade) or as Server-Sent Events.
 //!
-//! Every message is one JSON object: `{"type":"final",…}` and
-//! `{"type":"partial",…}` (see `CaptionEvent`), then `{"type":"end"}` when the
+//! Every message is one JSON object: `{"type":"final",…}`,
+//! `{"type":"partial",…}` and `{"type":"status",…}` (a call without live
+//! captions says why; see `CaptionEvent`), then `{"type":"end"}` when the
 //! call's transcript is complete. A watcher first receives the finals so
 //! far. One that cannot keep up is dropped with a clear reason (WebSocket
 //! close 4001, or an SSE `lagged` event), never slowing anyone else.
@@ -49,7 +50,11 @@ pub async fn captions(
     let sub = match state.captions.subscribe(&who.tenant_id, &call_id) {
         Some(sub) => sub,
         None => Subscription {
-            finals: stored_finals(&state, &who.tenant_id, &call_id).await?,
+            history: stored_finals(&state, &who.tenant_id, &call_id)
+                .await?
+                .into_iter()
+                .map(CaptionEvent::Final)
+                .collect(),
             live: None,
         },
     };
@@ -99,9 +104,9 @@ fn json(event: &CaptionEvent) -> String {
 const END: &str = r#"{"type":"end"}"#;
 
 async fn watch_ws(mut socket: WebSocket, sub: Subscription) {
-    for f in sub.finals {
+    for event in sub.history {
         if socket
-            .send(Message::Text(json(&CaptionEvent::Final(f)).into()))
+            .send(Message::Text(json(&event).into()))
             .await
             .is_err()
         {
@@ -144,11 +149,20 @@ async fn watch_ws(mut socket: WebSocket, sub: Subscription) {
         .await;
 }
 
+/// The SSE event name of a caption message (its `type`).
+fn event_name(event: &CaptionEvent) -> &'static str {
+    match event {
+        CaptionEvent::Partial { .. } => "partial",
+        CaptionEvent::Final(_) => "final",
+        CaptionEvent::Status { .. } => "status",
+    }
+}
+
 fn sse_stream(sub: Subscription) -> impl Stream<Item = Result<Event, Infallible>> {
-    let history = futures::stream::iter(sub.finals.into_iter().map(|f| {
+    let history = futures::stream::iter(sub.history.into_iter().map(|event| {
         Ok(Event::default()
-            .event("final")
-            .data(json(&CaptionEvent::Final(f))))
+            .event(event_name(&event))
+            .data(json(&event)))
     }));
     // State: Some(Some(rx)) live, Some(None) end to announce, None done.
     let live = futures::stream::unfold(Some(sub.live), |state| async move {
@@ -157,10 +171,7 @@ fn sse_stream(sub: Subscription) -> impl Stream<Item = Result<Event, Infallible>
         };
         let event = match rx.recv().await {
             Ok(event) => {
-                let name = match &event {
-                    CaptionEvent::Partial { .. } => "partial",
-                    CaptionEvent::Final(_) => "final",
-                };
+                let name = event_name(&event);
                 return Some((Ok(Event::default().event(name).data(json(&event))), Some(Some(rx))));
             }
             Err(broadcast::error::RecvError::Lagged(_)) => Event::default().event("lagged").data(

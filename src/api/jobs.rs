@@ -14,7 +14,7 @@ use super::auth::Auth;
 use super::{AppError, AppState};
 use crate::jobs::{fetch, transcribe};
 use crate::providers::{RecordingStatus, StatusEvent, WebhookError, WebhookRequest};
-use crate::store::{now_ms, Job, JobStatus, NewJob, RecordingStatus as StoredStatus};
+use crate::store::{now_ms, Job, JobStatus, NewJob};
 
 /// A transcription job as the API shows it.
 #[derive(Debug, Serialize)]
@@ -67,42 +67,17 @@ pub async fn create_transcription(
 ) -> Result<Response, AppError> {
     let tenant = who.tenant_id.as_str();
     let call = state.store.get_call(tenant, &call_id).await?;
-    let Some(recording_id) = call.recording_id else {
+    if call.recording_id.is_none() {
         return Err(AppError::Conflict("the call has no recording".into()));
-    };
-    let recording = state.store.get_recording(tenant, &recording_id).await?;
-    let readable = match recording.status {
-        StoredStatus::Completed | StoredStatus::Interrupted => true,
-        StoredStatus::Failed => recording.bytes.is_some(),
-        StoredStatus::Recording | StoredStatus::Deleted => false,
-    };
-    if !readable {
-        return Err(AppError::Conflict(format!(
-            "the call's recording is {}, not readable",
-            recording.status
-        )));
     }
     // Monthly transcription minutes (429 and counted when used up).
     super::quota::check_transcription_job(&state, tenant).await?;
-    let payload = serde_json::to_value(transcribe::TranscriptionPayload {
-        call_id: call.id,
-        recording_id,
-    })
-    .map_err(|e| AppError::Internal(e.to_string()))?;
-    let job = state
-        .store
-        .enqueue_job(
-            tenant,
-            &NewJob {
-                kind: transcribe::KIND,
-                payload: &payload,
-                max_attempts: state.config.jobs.max_attempts,
-                dedup_key: None,
-                run_after: None,
-            },
-            now_ms(),
-        )
-        .await?;
+    let job = transcribe::queue_for_call(&state.store, &call, state.config.jobs.max_attempts, None)
+        .await
+        .map_err(|e| match e {
+            transcribe::QueueError::Store(e) => AppError::from(e),
+            other => AppError::Conflict(other.to_string()),
+        })?;
     let location = format!("/v1/transcription-jobs/{}", job.id);
     Ok((
         StatusCode::ACCEPTED,

@@ -32,7 +32,7 @@ use super::quota::{self, At, Quota};
 use super::{AppError, AppState};
 use crate::media::codec::Codec;
 use crate::media::session::{MediaEvent, MediaSession, PcmChunk, SessionConfig};
-use crate::media::sink::{SheddingSender, SpillingSender, TranscriptionInput};
+use crate::media::sink::{SpillingSender, TranscriptionInput};
 use crate::media::Track;
 use crate::providers::twilio::stream::{self as proto, StreamEvent, StreamTrack};
 use crate::providers::twilio::{signature, token};
@@ -59,13 +59,22 @@ pub struct CallContext {
     pub policy: crate::store::CallPolicy,
 }
 
-/// Per-stream consumers of placed audio. Either may be absent.
+/// Per-stream consumers of placed audio. Either may be absent. The set is
+/// dropped when the stream ends, which is how its consumers learn it.
 #[derive(Default)]
 pub struct SinkSet {
     /// Lossless: 8 kHz (input-rate) PCM per track, for the recording.
     pub recording: Option<SpillingSender<PcmChunk>>,
-    /// May shed: 8 kHz PCM and 16 kHz f32 per track, for transcription.
-    pub transcription: Option<SheddingSender<TranscriptionInput>>,
+    /// Lossless for a call admitted to live captions: 8 kHz PCM and 16 kHz
+    /// f32 per track. Past its backlog cap the call loses its live slot
+    /// (the sender is dropped, the transcriber told by its failure flag).
+    pub transcription: Option<SpillingSender<TranscriptionInput>>,
+    /// Raised when the call is to be transcribed from its recording once
+    /// it ends (no live slot, or the slot was lost); read by the recording.
+    pub after_call: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Held for the stream's life: its drop tells a consumer without audio
+    /// (a call without a live slot) that the stream ended.
+    pub ended: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Opens the sinks for a new stream (recording and transcription plug in here).
@@ -878,8 +887,11 @@ fn drain(state: &AppState, a: &mut Active) {
         match event {
             MediaEvent::Pcm(chunk) => {
                 if let Some(asr) = a.sinks.transcription.as_mut() {
-                    if !asr.send(TranscriptionInput::Narrowband(chunk.clone())) {
-                        state.metrics.dropped("transcription_backpressure", 1);
+                    if asr
+                        .send(TranscriptionInput::Narrowband(chunk.clone()))
+                        .is_err()
+                    {
+                        lose_live_slot(a);
                     }
                 }
                 if let Some(rec) = a.sinks.recording.as_mut() {
@@ -896,8 +908,8 @@ fn drain(state: &AppState, a: &mut Active) {
             }
             MediaEvent::Wideband(chunk) => {
                 if let Some(asr) = a.sinks.transcription.as_mut() {
-                    if !asr.send(TranscriptionInput::Wideband(chunk)) {
-                        state.metrics.dropped("transcription_backpressure", 1);
+                    if asr.send(TranscriptionInput::Wideband(chunk)).is_err() {
+                        lose_live_slot(a);
                     }
                 }
             }
@@ -910,6 +922,18 @@ fn drain(state: &AppState, a: &mut Active) {
             }
         }
     }
+}
+
+/// Live transcription fell a whole backlog behind (or went away): the call
+/// gives up its live slot rather than shed audio, and is transcribed from
+/// its recording after it ends (the transcriber sees its failure flag).
+fn lose_live_slot(a: &mut Active) {
+    a.sinks.transcription = None;
+    tracing::warn!(call_id = %a.ctx.call_id, "live transcription fell behind; the call loses its live slot");
+    a.log.append(
+        "live_captions_lost",
+        serde_json::json!({"reason": "backlog", "after_call": true}),
+    );
 }
 
 fn write_outbound(out: &mut String, stream_sid: &str, msg: &Outbound) {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use super::stream::{CallContext, SinkFactory, SinkSet};
@@ -16,7 +18,7 @@ use crate::asr::engine::Permit;
 use crate::asr::live::{
     CaptionEvent, DecodeKind, DecodeRequest, FinalSegment, Hypothesis, LiveConfig, LiveTranscriber,
 };
-use crate::media::sink::{SheddingSender, TranscriptionInput};
+use crate::media::sink::{SpillingSender, TranscriptionInput};
 use crate::store::{Segment, Store, TranscriptStatus};
 
 /// What live captioning needs from a speech recogniser.
@@ -38,18 +40,65 @@ pub trait SpeechToText: Send + Sync + 'static {
     fn model_name(&self) -> String;
 }
 
-/// The transcription sink factory: one live transcriber per call.
+/// Who gets live captions. Capacity is a fixed number of slots
+/// (`[asr] max_live_calls`), taken first come, first served when a stream
+/// starts: under overload one call goes without live captions, cleanly,
+/// instead of every call losing a little audio. A call without a slot tells
+/// its watchers so and is transcribed from its recording after it ends; an
+/// admitted call keeps its slot to the end, never shedding audio, unless it
+/// falls a whole backlog behind (then it too changes to after the call).
+#[derive(Clone)]
+pub struct LiveAdmission {
+    slots: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl LiveAdmission {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Live slots free now.
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+}
+
+/// What watchers of a call without live captions are told.
+fn unavailable(reason: &str) -> CaptionEvent {
+    CaptionEvent::Status {
+        status: "unavailable".into(),
+        reason: reason.into(),
+        message: format!(
+            "captions unavailable: {reason}; the call is transcribed from its recording after it ends"
+        ),
+    }
+}
+
+/// The transcription sink factory: one live transcriber per admitted call.
 pub struct TranscriptionSinks {
     pub engine: Arc<dyn SpeechToText>,
     pub store: Store,
     pub hub: CaptionHub,
     pub config: LiveConfig,
-    /// Per-call queue (chunks); when full, audio is shed and counted.
+    /// Per-call channel capacity (chunks), before the sender's backlog.
     pub queue: usize,
     /// Keeps shutdown waiting until transcripts are complete.
     pub tracker: TaskTracker,
-    /// Caption latency histograms.
+    /// Caption latency histograms, live-call gauges.
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub admission: LiveAdmission,
 }
 
 impl SinkFactory for TranscriptionSinks {
@@ -58,8 +107,33 @@ impl SinkFactory for TranscriptionSinks {
         if !call.policy.transcribe_live {
             return SinkSet::default();
         }
-        let (tx, rx) = mpsc::channel(self.queue);
+        let after_call = Arc::new(AtomicBool::new(false));
         self.hub.open(&call.tenant_id, &call.call_id);
+        let Some(slot) = self.admission.try_admit() else {
+            self.metrics.live_admission("refused");
+            after_call.store(true, Ordering::Release);
+            self.hub.publish(&call.call_id, unavailable("capacity"));
+            tracing::info!(call_id = %call.call_id, "no live caption slot; transcribed after the call");
+            // The feed stays open (watchers keep the status) until the stream ends.
+            let (ended, stream_end) = oneshot::channel::<()>();
+            let (hub, metrics, call_id) =
+                (self.hub.clone(), self.metrics.clone(), call.call_id.clone());
+            metrics.live_calls.with_label_values(&["waiting"]).inc();
+            self.tracker.spawn(async move {
+                let _ = stream_end.await;
+                metrics.live_calls.with_label_values(&["waiting"]).dec();
+                hub.close(&call_id);
+            });
+            return SinkSet {
+                after_call: Some(after_call),
+                ended: Some(ended),
+                ..SinkSet::default()
+            };
+        };
+        self.metrics.live_admission("admitted");
+        self.metrics.live_calls.with_label_values(&["live"]).inc();
+        let (tx, rx) = mpsc::channel(self.queue);
+        let fell_behind = Arc::new(AtomicBool::new(false));
         let job = CallTranscription {
             engine: self.engine.clone(),
             store: self.store.clone(),
@@ -68,11 +142,21 @@ impl SinkFactory for TranscriptionSinks {
             live: LiveTranscriber::new(self.config.clone()),
             metrics: self.metrics.clone(),
             arrivals: Default::default(),
+            slot: Some(slot),
+            fell_behind: fell_behind.clone(),
+            after_call: after_call.clone(),
         };
         self.tracker.spawn(job.run(rx));
         SinkSet {
-            recording: None,
-            transcription: Some(SheddingSender::new(tx)),
+            transcription: Some(
+                SpillingSender::new(
+                    tx,
+                    SpillingSender::<TranscriptionInput>::DEFAULT_MAX_BACKLOG,
+                )
+                .with_failure_flag(fell_behind),
+            ),
+            after_call: Some(after_call),
+            ..SinkSet::default()
         }
     }
 }
@@ -87,6 +171,25 @@ struct CallTranscription {
     /// Per track: (end of a narrowband chunk, as an 8 kHz position; when it
     /// arrived), to time captions against the audio they end with.
     arrivals: [std::collections::VecDeque<(u64, std::time::Instant)>; 2],
+    /// The call's live slot, held while it is captioned live.
+    slot: Option<OwnedSemaphorePermit>,
+    /// Raised by the sender when this transcriber fell a backlog behind.
+    fell_behind: Arc<AtomicBool>,
+    /// Raised to have the call transcribed from its recording afterwards.
+    after_call: Arc<AtomicBool>,
+}
+
+impl CallTranscription {
+    /// Gives up the live slot (see [`LiveAdmission`]): watchers are told,
+    /// the call goes to after-call transcription.
+    fn lose_slot(&mut self) {
+        if self.slot.take().is_some() {
+            self.metrics.live_admission("lost");
+            self.metrics.live_calls.with_label_values(&["live"]).dec();
+            self.after_call.store(true, Ordering::Release);
+            self.hub.publish(&self.ctx.call_id, unavailable("backlog"));
+        }
+    }
 }
 
 impl CallTranscription {
@@ -119,7 +222,7 @@ impl CallTranscription {
                 }
             }
             // Timed per utterance, when its result comes back (see `run`).
-            CaptionEvent::Final(_) => {}
+            CaptionEvent::Final(_) | CaptionEvent::Status { .. } => {}
         }
     }
 }
@@ -192,6 +295,11 @@ impl CallTranscription {
                     Some(TranscriptionInput::Wideband(c)) => self.live.handle_wideband(&c),
                     None => {
                         input_open = false;
+                        // The sender gave up (a whole backlog behind): what
+                        // came is captioned, the call is done after it ends.
+                        if self.fell_behind.load(Ordering::Acquire) {
+                            self.lose_slot();
+                        }
                         self.live.finish();
                     }
                 },
@@ -236,7 +344,7 @@ impl CallTranscription {
                     CaptionEvent::Partial { text, .. } if policy.pii_redaction => {
                         *text = crate::asr::redact::redact_tentative(text);
                     }
-                    CaptionEvent::Partial { .. } => {}
+                    CaptionEvent::Partial { .. } | CaptionEvent::Status { .. } => {}
                 }
                 if let CaptionEvent::Final(f) = &mut event {
                     if let Some(t) = &transcript {
@@ -264,17 +372,19 @@ impl CallTranscription {
                 break;
             }
         }
+        // Incomplete when the slot was lost: the after-call transcript
+        // replaces it.
+        let status = if self.slot.take().is_some() {
+            self.metrics.live_calls.with_label_values(&["live"]).dec();
+            TranscriptStatus::Completed
+        } else {
+            TranscriptStatus::Failed
+        };
         if let Some(t) = &transcript {
             let summary = crate::asr::summary::summary_json(&finals);
             if let Err(e) = self
                 .store
-                .finish_transcript(
-                    &tenant,
-                    t,
-                    TranscriptStatus::Completed,
-                    Some(&summary),
-                    crate::store::now_ms(),
-                )
+                .finish_transcript(&tenant, t, status, Some(&summary), crate::store::now_ms())
                 .await
             {
                 tracing::error!(call_id = %call, error = %e, "cannot complete the transcript");

@@ -72,12 +72,14 @@ pub fn engine_config(args: &TranscribeArgs, models_dir: &Path) -> EngineConfig {
         model_path: resolve_model(&args.model, models_dir),
         threads_per_job: args.threads.unwrap_or(cores),
         max_parallel_jobs: 1,
+        ..EngineConfig::default()
     }
 }
 
 /// Decodes `path` (on the blocking pool) and transcribes it at
-/// [`Priority::Batch`]. Short files get an encoder sized to them, which is
-/// most of the speed on clips under 30 s.
+/// [`Priority::Batch`]. Short files ask for a fitted encoder window, which
+/// the engine raises to its floor (and retries in full when the text looks
+/// like a loop).
 pub async fn transcribe_file(engine: &AsrEngine, path: &Path) -> Result<FileTranscript, FileError> {
     let started = Instant::now();
     let owned = path.to_path_buf();
@@ -87,6 +89,9 @@ pub async fn transcribe_file(engine: &AsrEngine, path: &Path) -> Result<FileTran
     let samples = std::mem::take(&mut audio.samples);
     let opts = DecodeOptions {
         audio_ctx: DecodeOptions::fitted_audio_ctx(samples.len()),
+        // Each file on its own: a reused decoder state must not carry the
+        // last file's text in as context.
+        no_context: true,
         ..DecodeOptions::default()
     };
     let transcription = engine.transcribe(samples, opts, Priority::Batch).await?;

@@ -17,6 +17,8 @@ const WATCHER_QUEUE: usize = 256;
 
 struct Feed {
     tenant_id: String,
+    /// The latest status, if any, then the finals so far.
+    status: Option<CaptionEvent>,
     finals: Vec<FinalSegment>,
     tx: broadcast::Sender<CaptionEvent>,
 }
@@ -30,7 +32,8 @@ pub struct CaptionHub {
 /// What a new watcher gets: history, then the live feed (`None` when the
 /// call is not live on this node).
 pub struct Subscription {
-    pub finals: Vec<FinalSegment>,
+    /// What a late watcher missed: the call's status, then its finals.
+    pub history: Vec<CaptionEvent>,
     pub live: Option<broadcast::Receiver<CaptionEvent>>,
 }
 
@@ -52,6 +55,7 @@ impl CaptionHub {
             call_id.to_string(),
             Feed {
                 tenant_id: tenant_id.to_string(),
+                status: None,
                 finals: Vec::new(),
                 tx,
             },
@@ -62,8 +66,10 @@ impl CaptionHub {
     pub fn publish(&self, call_id: &str, event: CaptionEvent) {
         let mut feeds = self.lock();
         if let Some(feed) = feeds.get_mut(call_id) {
-            if let CaptionEvent::Final(f) = &event {
-                feed.finals.push(f.clone());
+            match &event {
+                CaptionEvent::Final(f) => feed.finals.push(f.clone()),
+                CaptionEvent::Status { .. } => feed.status = Some(event.clone()),
+                CaptionEvent::Partial { .. } => {}
             }
             // No watchers is fine.
             let _ = feed.tx.send(event);
@@ -79,8 +85,14 @@ impl CaptionHub {
     pub fn subscribe(&self, tenant_id: &str, call_id: &str) -> Option<Subscription> {
         let feeds = self.lock();
         let feed = feeds.get(call_id).filter(|f| f.tenant_id == tenant_id)?;
+        let history = feed
+            .status
+            .iter()
+            .cloned()
+            .chain(feed.finals.iter().cloned().map(CaptionEvent::Final))
+            .collect();
         Some(Subscription {
-            finals: feed.finals.clone(),
+            history,
             live: Some(feed.tx.subscribe()),
         })
     }
@@ -113,8 +125,15 @@ mod tests {
         let hub = CaptionHub::new();
         hub.open("t", "c");
         hub.publish("c", fin("one"));
+        let status = CaptionEvent::Status {
+            status: "unavailable".into(),
+            reason: "capacity".into(),
+            message: "m".into(),
+        };
+        hub.publish("c", status.clone());
         let mut sub = hub.subscribe("t", "c").unwrap();
-        assert_eq!(sub.finals.len(), 1);
+        // The status first, then the finals so far.
+        assert_eq!(sub.history, [status, fin("one")]);
         hub.publish("c", fin("two"));
         let live = sub.live.as_mut().unwrap();
         assert_eq!(live.recv().await.unwrap(), fin("two"));

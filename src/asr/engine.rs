@@ -91,6 +91,30 @@ pub struct EngineConfig {
     pub threads_per_job: usize,
     /// Runs at once; also the number of `WhisperState`s kept.
     pub max_parallel_jobs: usize,
+    /// Fewest encoder positions (20 ms each) a run that asks for a fitted
+    /// window gets; 1500 (30 s) makes every run use the full window. The
+    /// encoder's cost grows with its window, but a window much shorter
+    /// than the 30 s Whisper was trained on makes it loop on short real
+    /// utterances ("front, left, left, front…"): the floor is set from the
+    /// real-speech evaluation (`scripts/eval-asr.sh`), never by speed alone.
+    pub min_audio_ctx: u32,
+}
+
+/// The fitted-window floor the real-speech evaluation supports (see
+/// [`EngineConfig::min_audio_ctx`] and the README's evaluation table).
+pub const DEFAULT_MIN_AUDIO_CTX: u32 = 384;
+/// Encoder positions of Whisper's full 30 s window.
+pub const FULL_AUDIO_CTX: u32 = 1500;
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            model_path: PathBuf::from("models/ggml-tiny.en.bin"),
+            threads_per_job: 1,
+            max_parallel_jobs: 1,
+            min_audio_ctx: DEFAULT_MIN_AUDIO_CTX,
+        }
+    }
 }
 
 impl EngineConfig {
@@ -107,6 +131,11 @@ impl EngineConfig {
             return Err(AsrError::Config(
                 "threads_per_job and max_parallel_jobs must be at least 1".into(),
             ));
+        }
+        if !(1..=FULL_AUDIO_CTX).contains(&self.min_audio_ctx) {
+            return Err(AsrError::Config(format!(
+                "min_audio_ctx must be between 1 and {FULL_AUDIO_CTX} (the full 30 s window)"
+            )));
         }
         let total = self.threads_per_job.saturating_mul(self.max_parallel_jobs);
         if total > cores {
@@ -400,12 +429,47 @@ impl Inner {
         result
     }
 
+    /// One run with the window `opts` asks for, raised to the configured
+    /// floor; when that window was shrunk and the text looks degenerate
+    /// (see [`looks_degenerate`]), the audio is decoded again with the full
+    /// window. Both runs are greedy, so the result stays deterministic.
     fn run_on(
         &self,
         state: &mut WhisperState,
         samples: &[f32],
         opts: &DecodeOptions,
     ) -> Result<Transcription, AsrError> {
+        let floor = i32::try_from(self.config.min_audio_ctx).unwrap_or(i32::MAX);
+        let ctx = opts
+            .audio_ctx
+            .map(|c| c.max(floor))
+            .filter(|&c| c < self.n_audio_ctx);
+        let Some(ctx) = ctx else {
+            return Ok(self.decode(state, samples, opts, None)?.transcription);
+        };
+        let fitted = self.decode(state, samples, opts, Some(ctx))?;
+        if !looks_degenerate(
+            &fitted.raw_text,
+            fitted.transcription.audio_ms,
+            fitted.hit_token_cap,
+        ) {
+            return Ok(fitted.transcription);
+        }
+        tracing::debug!(
+            audio_ctx = ctx,
+            "degenerate decode; retrying with the full window"
+        );
+        let full = self.decode(state, samples, opts, None)?;
+        Ok(full.transcription)
+    }
+
+    fn decode(
+        &self,
+        state: &mut WhisperState,
+        samples: &[f32],
+        opts: &DecodeOptions,
+        audio_ctx: Option<i32>,
+    ) -> Result<Decoded, AsrError> {
         let audio_ms = (samples.len() * 1000 / SAMPLE_RATE) as u64;
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.config.threads_per_job as i32);
@@ -422,14 +486,14 @@ impl Inner {
         if opts.no_fallback {
             params.set_temperature_inc(0.0);
         }
-        if let Some(ctx) = opts.audio_ctx {
+        if let Some(ctx) = audio_ctx {
             params.set_audio_ctx(ctx);
         }
-        if let Some(max) = opts.max_tokens.or_else(|| {
+        let max_tokens = opts.max_tokens.or_else(|| {
             // About 4 words/s of fast speech at ~1.5 tokens a word, doubled.
-            opts.audio_ctx
-                .map(|_| (audio_ms as i64 * 12 / 1000 + 8).min(i64::from(i32::MAX)) as i32)
-        }) {
+            audio_ctx.map(|_| (audio_ms as i64 * 12 / 1000 + 8).min(i64::from(i32::MAX)) as i32)
+        });
+        if let Some(max) = max_tokens {
             params.set_max_tokens(max);
         }
         // whisper-rs leaks the prompt's CString per run (its FullParams has
@@ -455,7 +519,15 @@ impl Inner {
 
         let eot = self.ctx.token_eot();
         let mut segments = Vec::new();
+        let mut hit_token_cap = false;
         for seg in state.as_iter() {
+            let text_tokens = (0..seg.n_tokens())
+                .filter_map(|i| seg.get_token(i))
+                .filter(|t| t.token_id() < eot)
+                .count();
+            if max_tokens.is_some_and(|max| text_tokens >= usize::try_from(max).unwrap_or(0)) {
+                hit_token_cap = true;
+            }
             let text = seg.to_str_lossy().map(|t| t.trim().to_owned());
             let Ok(text) = text else { continue };
             let probs: Vec<f32> = (0..seg.n_tokens())
@@ -488,11 +560,61 @@ impl Inner {
                 words,
             });
         }
-        Ok(Transcription {
-            segments: clean_segments(segments),
-            audio_ms,
+        let raw_text = segments
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Decoded {
+            transcription: Transcription {
+                segments: clean_segments(segments),
+                audio_ms,
+            },
+            raw_text,
+            hit_token_cap,
         })
     }
+}
+
+/// One decode, with what [`looks_degenerate`] judges it by.
+struct Decoded {
+    transcription: Transcription,
+    /// The text before the clean-up guards (which hide loops).
+    raw_text: String,
+    /// A segment used every text token the run allowed.
+    hit_token_cap: bool,
+}
+
+/// Whether a decode of `audio_ms` of audio looks like a loop rather than
+/// speech: it ran into its token cap, or says a phrase three times over
+/// (any order: "front, left, left, front, left, front"), or more words
+/// than anyone says in that time, or words with little variety.
+pub fn looks_degenerate(text: &str, audio_ms: u64, hit_token_cap: bool) -> bool {
+    if hit_token_cap {
+        return true;
+    }
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(word_key)
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.len() < 3 {
+        return false;
+    }
+    // Fast speech is about 4 words a second; digits read out about 3.
+    let per_second = words.len() as f64 * 1000.0 / audio_ms.max(1) as f64;
+    if words.len() >= 6 && per_second > 6.0 {
+        return true;
+    }
+    if words_key(&collapse_repeats(text)) != words {
+        return true;
+    }
+    let mut distinct = words.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    // Short stretches of real speech rarely reuse most of their words.
+    (words.len() >= 6 && distinct.len() * 5 < words.len() * 2)
+        || (words.len() < 12 && distinct.len() * 2 < words.len())
 }
 
 /// Joins tokens `(text, t0_ms, t1_ms, probability)` into words: a token that
@@ -930,6 +1052,7 @@ mod tests {
             model_path: "m.bin".into(),
             threads_per_job,
             max_parallel_jobs,
+            ..EngineConfig::default()
         };
         assert!(cfg(2, 1).validate_for(2).is_ok());
         assert!(cfg(1, 2).validate_for(2).is_ok());
@@ -957,6 +1080,7 @@ mod tests {
             model_path: "/nonexistent/ggml-tiny.en.bin".into(),
             threads_per_job: 1,
             max_parallel_jobs: 1,
+            ..EngineConfig::default()
         })
         .err()
         .unwrap();

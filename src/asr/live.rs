@@ -133,6 +133,14 @@ pub enum CaptionEvent {
     },
     /// Immutable text with times relative to the call.
     Final(FinalSegment),
+    /// Why the call has no live captions (`status` "unavailable", with a
+    /// `reason` such as "capacity"), and what happens instead. Not made by
+    /// the transcriber: the gateway says it when a call gets no live slot.
+    Status {
+        status: String,
+        reason: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod captions;
 pub mod engine;
+pub mod eval;
 pub mod export;
 pub mod live;
 pub mod model;

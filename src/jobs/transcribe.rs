@@ -34,6 +34,65 @@ pub struct TranscriptionPayload {
     pub recording_id: String,
 }
 
+/// Why a call's recording cannot be queued for transcription.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the call has no recording")]
+    NoRecording,
+    #[error("the call's recording is {0}, not readable")]
+    NotReadable(crate::store::RecordingStatus),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Queues the batch transcription of `call`'s stored recording (the API's
+/// re-transcription, and the after-call transcription of a call that had
+/// no live captions). Jobs with the same `dedup_key` are one job.
+pub async fn queue_for_call(
+    store: &Store,
+    call: &crate::store::Call,
+    max_attempts: u32,
+    dedup_key: Option<&str>,
+) -> Result<Job, QueueError> {
+    use crate::store::RecordingStatus as S;
+    let tenant = call.tenant_id.as_str();
+    let Some(recording_id) = call.recording_id.clone() else {
+        return Err(QueueError::NoRecording);
+    };
+    let recording = store.get_recording(tenant, &recording_id).await?;
+    let readable = match recording.status {
+        S::Completed | S::Interrupted => true,
+        S::Failed => recording.bytes.is_some(),
+        S::Recording | S::Deleted => false,
+    };
+    if !readable {
+        return Err(QueueError::NotReadable(recording.status));
+    }
+    let payload = serde_json::to_value(TranscriptionPayload {
+        call_id: call.id.clone(),
+        recording_id,
+    })
+    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(store
+        .enqueue_job(
+            tenant,
+            &crate::store::NewJob {
+                kind: KIND,
+                payload: &payload,
+                max_attempts,
+                dedup_key,
+                run_after: None,
+            },
+            now_ms(),
+        )
+        .await?)
+}
+
+/// The dedup key of a call's after-call transcription: one per call.
+pub fn after_call_key(call_id: &str) -> String {
+    format!("after-call:{call_id}")
+}
+
 /// A channel peaking below this (of full scale) holds no speech: a
 /// one-track call's silent agent side would only feed Whisper's
 /// hallucinations.
@@ -133,6 +192,9 @@ impl JobHandler for TranscriptionHandler {
                 heard.push(track);
                 let opts = DecodeOptions {
                     audio_ctx: DecodeOptions::fitted_audio_ctx(audio.samples.len()),
+                    // Each track on its own: a reused decoder state must not
+                    // carry another call's text in as context.
+                    no_context: true,
                     ..DecodeOptions::default()
                 };
                 let t = self

@@ -1,16 +1,15 @@
 //! Delivery of placed audio to consumers (recording, transcription) over
 //! bounded channels, without ever making ingest wait on a slow consumer.
 //!
-//! Two policies, chosen per sink:
-//! - [`SpillingSender`] (recording): never drops. When the channel is full the
-//!   chunk goes to an in-memory backlog, delivered in order as room frees up
-//!   and awaited at the end of the stream. The backlog is capped (default one
-//!   minute of 20 ms chunks); past the cap the sink is declared overflowed,
-//!   which the caller must surface (the recording is then incomplete), rather
-//!   than letting memory grow without bound.
-//! - [`SheddingSender`] (transcription): when full, the newest chunk is
-//!   dropped and counted. Live captions lose a little text under overload;
-//!   ingest and the recording are unaffected.
+//! [`SpillingSender`] never drops. When the channel is full the chunk goes
+//! to an in-memory backlog, delivered in order as room frees up and awaited
+//! at the end of the stream. The backlog is capped (default one minute of
+//! 20 ms chunks); past the cap the sink is declared failed, which the
+//! caller must surface (the recording is then incomplete; a live
+//! transcription gives up its slot and the call is transcribed from its
+//! recording afterwards), rather than letting memory grow without bound.
+//! Nothing sheds audio a little at a time: under overload one call changes
+//! course cleanly instead of every call getting holes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,35 +135,6 @@ impl<T> SpillingSender<T> {
     }
 }
 
-/// Load-shedding, non-blocking sender (see module docs).
-#[derive(Debug)]
-pub struct SheddingSender<T> {
-    tx: mpsc::Sender<T>,
-    shed: u64,
-}
-
-impl<T> SheddingSender<T> {
-    pub fn new(tx: mpsc::Sender<T>) -> Self {
-        Self { tx, shed: 0 }
-    }
-
-    /// Sends if there is room; otherwise drops `item` and returns `false`.
-    pub fn send(&mut self, item: T) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(_) => {
-                self.shed += 1;
-                false
-            }
-        }
-    }
-
-    /// Chunks dropped so far.
-    pub fn shed(&self) -> u64 {
-        self.shed
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,16 +189,5 @@ mod tests {
         drop(rx);
         let mut s = SpillingSender::new(tx, 2);
         assert_eq!(s.send(0), Err(SinkError::Closed));
-    }
-
-    #[tokio::test]
-    async fn shedding_counts_what_it_drops() {
-        let (tx, mut rx) = mpsc::channel(2);
-        let mut s = SheddingSender::new(tx);
-        let sent: Vec<bool> = (0..5).map(|i| s.send(i)).collect();
-        assert_eq!(sent, [true, true, false, false, false]);
-        assert_eq!(s.shed(), 3);
-        assert_eq!(rx.recv().await, Some(0));
-        assert!(s.send(5));
     }
 }

@@ -12,7 +12,7 @@ use callstream::asr::engine::{AsrEngine, EngineConfig};
 use callstream::config::{Config, Overrides};
 use callstream::jobs::WorkerPool;
 use callstream::media::session::{PcmChunk, WidebandChunk};
-use callstream::media::sink::{SheddingSender, SpillingSender, TranscriptionInput};
+use callstream::media::sink::{SpillingSender, TranscriptionInput};
 use callstream::providers::twilio::signature;
 use callstream::providers::twilio::stream::{frames, StreamTrack};
 use callstream::secret::Secret;
@@ -65,7 +65,11 @@ impl SinkFactory for CaptureSinks {
                 rec_tx,
                 SpillingSender::<PcmChunk>::DEFAULT_MAX_BACKLOG,
             )),
-            transcription: Some(SheddingSender::new(asr_tx)),
+            transcription: Some(SpillingSender::new(
+                asr_tx,
+                SpillingSender::<TranscriptionInput>::DEFAULT_MAX_BACKLOG,
+            )),
+            ..SinkSet::default()
         }
     }
 }
@@ -178,6 +182,7 @@ impl TestServer {
                     queue: state.config.stream.transcription_queue,
                     tracker: state.sessions.tracker(),
                     metrics: state.metrics.clone(),
+                    admission: callstream::api::transcription::LiveAdmission::new(64),
                 })
             },
         )
@@ -303,6 +308,7 @@ fn shared_whisper() -> &'static AsrEngine {
             model_path: model,
             threads_per_job: 1,
             max_parallel_jobs: 2,
+            ..EngineConfig::default()
         })
         .expect("Whisper tiny.en loads")
     })
