@@ -58,6 +58,8 @@ pub struct Config {
     pub recording: RecordingConfig,
     /// Background jobs (batch transcription, provider recording fetch).
     pub jobs: JobsConfig,
+    /// HTTP server limits (API and WebSocket upgrades).
+    pub http: HttpConfig,
     /// How long open sessions get to finish on shutdown before being forced.
     pub shutdown_grace_secs: u64,
 }
@@ -69,10 +71,50 @@ pub struct StreamConfig {
     /// Largest WebSocket message accepted; bigger ones close the stream.
     /// A Twilio media frame is about 300 bytes.
     pub max_message_bytes: usize,
-    /// Concurrent streams accepted; more are refused with 503 before upgrade.
+    /// Concurrent authenticated streams. A stream takes a slot only once its
+    /// `start` is authenticated; past the limit the start is refused (close
+    /// 1013, try again later). Default 10000.
     pub max_streams: usize,
-    /// Seconds a connection may take to send an authenticated `start`.
+    /// Seconds a signed upgrade (`X-Twilio-Signature` verified) may take to
+    /// send its `start`. Default 10.
     pub start_timeout_secs: u64,
+    /// Upgrades without a signature still waiting for their token-carrying
+    /// `start`, at once; more are refused with 503 before upgrade. They hold
+    /// no stream slot. Default 64.
+    pub max_pending_upgrades: usize,
+    /// Milliseconds an unsigned upgrade may take to send its `start` (Twilio
+    /// sends it at once). Default 3000.
+    pub pending_start_timeout_ms: u64,
+    /// After a signature or account matched no cached tenant, the database
+    /// is asked again at most this often (tenants added by another process);
+    /// changes made through this process are seen at once. Default 1000.
+    pub credentials_refresh_ms: u64,
+    /// Most `start.customParameters` entries; a start with more is refused.
+    /// Default 16.
+    pub max_custom_parameters: usize,
+    /// Longest `customParameters` name or value, in bytes; a start with a
+    /// longer one is refused (a stream token is about 130). Default 512.
+    pub max_custom_parameter_bytes: usize,
+    /// Longest `mark` name kept, in bytes; longer ones are cut (and flagged
+    /// `truncated` in the call log). Default 256.
+    pub max_mark_name_bytes: usize,
+    /// Call-log entries one stream may add (its start and end are always
+    /// written); past it, events are dropped and one `call_log_truncated`
+    /// entry says so. Default 2000.
+    pub max_call_log_entries: u32,
+    /// Call-log writes queued per stream while the database catches up;
+    /// when full, events are dropped (lifecycle entries keep a reserve).
+    /// Default 256.
+    pub call_log_queue: usize,
+    /// DTMF events logged per second per stream (bursts of as many); more
+    /// are dropped. Default 10.
+    pub max_dtmf_per_second: u32,
+    /// Messages read per second per stream, sustained; past it, messages are
+    /// dropped unread. Twilio sends about 100 (two tracks). Default 1000.
+    pub max_messages_per_second: u32,
+    /// Messages a stream may send at once above the sustained rate (Twilio
+    /// bunches frames after a network stall). Default 5000.
+    pub message_burst: u32,
     /// Audio held to reorder frames before a gap is filled with silence.
     pub reorder_window_ms: u32,
     /// Longest a frame waits in the reorder buffer for an earlier one.
@@ -88,6 +130,35 @@ pub struct StreamConfig {
     /// Capacity (in chunks) of each channel to a recording sink; when full,
     /// chunks spill to an in-memory backlog (never dropped).
     pub recording_queue: usize,
+}
+
+/// HTTP server limits: every connection, API and WebSocket upgrade alike,
+/// before it is upgraded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Connections served at once (not counting upgraded WebSockets, which
+    /// `stream.*` bounds); more wait in the listen backlog. Default 4096.
+    pub max_connections: usize,
+    /// Seconds a client has to send a complete request head once it has
+    /// sent its first byte. Default 10.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may sit without a request (fresh or kept
+    /// alive) before it is closed. Default 60.
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may take to arrive in full. Default 30.
+    pub body_timeout_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_timeout_secs: 30,
+        }
+    }
 }
 
 /// Local Whisper settings.
@@ -308,6 +379,7 @@ impl Default for Config {
             providers: ProvidersConfig::default(),
             recording: RecordingConfig::default(),
             jobs: JobsConfig::default(),
+            http: HttpConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -319,6 +391,17 @@ impl Default for StreamConfig {
             max_message_bytes: 64 * 1024,
             max_streams: 10_000,
             start_timeout_secs: 10,
+            max_pending_upgrades: 64,
+            pending_start_timeout_ms: 3_000,
+            credentials_refresh_ms: 1_000,
+            max_custom_parameters: 16,
+            max_custom_parameter_bytes: 512,
+            max_mark_name_bytes: 256,
+            max_call_log_entries: 2_000,
+            call_log_queue: 256,
+            max_dtmf_per_second: 10,
+            max_messages_per_second: 1_000,
+            message_burst: 5_000,
             reorder_window_ms: 60,
             max_hold_ms: 100,
             token_ttl_secs: 300,
@@ -435,6 +518,21 @@ impl Config {
                 "STREAM__TOKEN_SECRET" => stream.token_secret as opt,
                 "STREAM__TRANSCRIPTION_QUEUE" => stream.transcription_queue,
                 "STREAM__RECORDING_QUEUE" => stream.recording_queue,
+                "STREAM__MAX_PENDING_UPGRADES" => stream.max_pending_upgrades,
+                "STREAM__PENDING_START_TIMEOUT_MS" => stream.pending_start_timeout_ms,
+                "STREAM__CREDENTIALS_REFRESH_MS" => stream.credentials_refresh_ms,
+                "STREAM__MAX_CUSTOM_PARAMETERS" => stream.max_custom_parameters,
+                "STREAM__MAX_CUSTOM_PARAMETER_BYTES" => stream.max_custom_parameter_bytes,
+                "STREAM__MAX_MARK_NAME_BYTES" => stream.max_mark_name_bytes,
+                "STREAM__MAX_CALL_LOG_ENTRIES" => stream.max_call_log_entries,
+                "STREAM__CALL_LOG_QUEUE" => stream.call_log_queue,
+                "STREAM__MAX_DTMF_PER_SECOND" => stream.max_dtmf_per_second,
+                "STREAM__MAX_MESSAGES_PER_SECOND" => stream.max_messages_per_second,
+                "STREAM__MESSAGE_BURST" => stream.message_burst,
+                "HTTP__MAX_CONNECTIONS" => http.max_connections,
+                "HTTP__HEADER_READ_TIMEOUT_SECS" => http.header_read_timeout_secs,
+                "HTTP__IDLE_TIMEOUT_SECS" => http.idle_timeout_secs,
+                "HTTP__BODY_TIMEOUT_SECS" => http.body_timeout_secs,
                 "ASR__ENABLED" => asr.enabled,
                 "ASR__MODEL_PATH" => asr.model_path,
                 "ASR__THREADS_PER_JOB" => asr.threads_per_job,
@@ -527,6 +625,91 @@ impl Config {
         }
         if s.transcription_queue == 0 || s.recording_queue == 0 {
             return Err(invalid("stream.*_queue", "must be at least 1"));
+        }
+        if !(1..=100_000).contains(&s.max_pending_upgrades) {
+            return Err(invalid(
+                "stream.max_pending_upgrades",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(100..=60_000).contains(&s.pending_start_timeout_ms) {
+            return Err(invalid(
+                "stream.pending_start_timeout_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        if !(10..=3_600_000).contains(&s.credentials_refresh_ms) {
+            return Err(invalid(
+                "stream.credentials_refresh_ms",
+                "must be between 10 and 3600000",
+            ));
+        }
+        // Our own parameters (token, direction, from, to) must fit.
+        if !(4..=64).contains(&s.max_custom_parameters) {
+            return Err(invalid(
+                "stream.max_custom_parameters",
+                "must be between 4 and 64",
+            ));
+        }
+        if !(crate::providers::twilio::token::MAX_TOKEN_LEN..=4096)
+            .contains(&s.max_custom_parameter_bytes)
+        {
+            return Err(invalid(
+                "stream.max_custom_parameter_bytes",
+                "must be between 512 (a stream token) and 4096",
+            ));
+        }
+        if !(16..=4096).contains(&s.max_mark_name_bytes) {
+            return Err(invalid(
+                "stream.max_mark_name_bytes",
+                "must be between 16 and 4096",
+            ));
+        }
+        if !(16..=1_000_000).contains(&s.max_call_log_entries) {
+            return Err(invalid(
+                "stream.max_call_log_entries",
+                "must be between 16 and 1000000",
+            ));
+        }
+        if !(16..=65_536).contains(&s.call_log_queue) {
+            return Err(invalid(
+                "stream.call_log_queue",
+                "must be between 16 and 65536",
+            ));
+        }
+        if !(1..=1_000).contains(&s.max_dtmf_per_second) {
+            return Err(invalid(
+                "stream.max_dtmf_per_second",
+                "must be between 1 and 1000",
+            ));
+        }
+        if !(100..=1_000_000).contains(&s.max_messages_per_second) {
+            return Err(invalid(
+                "stream.max_messages_per_second",
+                "must be between 100 (two Twilio tracks) and 1000000",
+            ));
+        }
+        if !(1..=10_000_000).contains(&s.message_burst) {
+            return Err(invalid(
+                "stream.message_burst",
+                "must be between 1 and 10000000",
+            ));
+        }
+        let h = &self.http;
+        if !(1..=1_000_000).contains(&h.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        for (key, secs) in [
+            ("http.header_read_timeout_secs", h.header_read_timeout_secs),
+            ("http.idle_timeout_secs", h.idle_timeout_secs),
+            ("http.body_timeout_secs", h.body_timeout_secs),
+        ] {
+            if !(1..=3_600).contains(&secs) {
+                return Err(invalid(key, "must be between 1 and 3600"));
+            }
         }
         let a = &self.asr;
         if a.threads_per_job == 0 || a.max_parallel_jobs == 0 {
@@ -861,6 +1044,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("max_streams"), "{err}");
+    }
+
+    #[test]
+    fn hostile_client_limits_are_settings_with_checked_ranges() {
+        let cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(cfg.stream.max_pending_upgrades, 64);
+        assert_eq!(cfg.http.header_read_timeout_secs, 10);
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("CALLSTREAM_STREAM__MAX_PENDING_UPGRADES", "8"),
+                ("CALLSTREAM_STREAM__MAX_MARK_NAME_BYTES", "32"),
+                ("CALLSTREAM_HTTP__MAX_CONNECTIONS", "100"),
+                ("CALLSTREAM_HTTP__IDLE_TIMEOUT_SECS", "5"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.stream.max_pending_upgrades, 8);
+        assert_eq!(cfg.stream.max_mark_name_bytes, 32);
+        assert_eq!(cfg.http.max_connections, 100);
+        assert_eq!(cfg.http.idle_timeout_secs, 5);
+        for (name, value, key) in [
+            (
+                "CALLSTREAM_STREAM__MAX_PENDING_UPGRADES",
+                "0",
+                "stream.max_pending_upgrades",
+            ),
+            (
+                "CALLSTREAM_STREAM__MAX_CUSTOM_PARAMETER_BYTES",
+                "100",
+                "stream.max_custom_parameter_bytes",
+            ),
+            (
+                "CALLSTREAM_STREAM__MAX_MESSAGES_PER_SECOND",
+                "10",
+                "stream.max_messages_per_second",
+            ),
+            (
+                "CALLSTREAM_HTTP__HEADER_READ_TIMEOUT_SECS",
+                "0",
+                "http.header_read_timeout_secs",
+            ),
+            (
+                "CALLSTREAM_HTTP__MAX_CONNECTIONS",
+                "0",
+                "http.max_connections",
+            ),
+        ] {
+            let err = Config::load(None, env(&[(name, value)]), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -33,7 +33,8 @@ use crate::secret::Secret;
 /// Serves `state` on `listener` until `shutdown` resolves, then winds down:
 /// stop accepting, ask open streams to finish (calls marked interrupted,
 /// sinks flushed), wait up to the configured grace period, and mark whatever
-/// is still open as interrupted.
+/// is still open as interrupted. Connections are capped and timed out as
+/// `[http]` says ([`api::server`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -54,13 +55,21 @@ pub async fn serve(
     });
     let router = app(state.clone());
     let signal_sessions = sessions.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
+    // Not `axum::serve`: it has no header-read, idle or body timeout and
+    // no connection cap (see `api::server`).
+    api::server::run(
+        listener,
+        router,
+        api::server::Limits::from(&state.config.http),
+        state.metrics.clone(),
+        async move {
             shutdown.await;
             tracing::info!("shutting down: no new streams; finishing open ones");
             signal_sessions.begin_shutdown();
-        })
-        .await?;
+        },
+        grace,
+    )
+    .await?;
     if !sessions.wait(grace).await {
         let now = store::now_ms();
         for (tenant, call) in sessions.open_calls() {

@@ -23,6 +23,18 @@ pub const DROP_REASONS: &[&str] = &[
     "recording_overflow",
 ];
 
+/// Per-stream bounds on what a client controls ([`Metrics::limit_hit`]).
+pub const STREAM_LIMITS: &[&str] = &[
+    "mark_name",
+    "call_log_entries",
+    "call_log_queue",
+    "dtmf_rate",
+    "message_rate",
+];
+
+/// Why the HTTP server closed a connection itself ([`Metrics::http_closed`]).
+pub const HTTP_CLOSE_REASONS: &[&str] = &["header_timeout", "idle_timeout", "body_timeout"];
+
 /// How recordings end; fixed so label cardinality is bounded.
 pub const RECORDING_OUTCOMES: &[&str] = &["completed", "interrupted", "failed"];
 
@@ -62,6 +74,15 @@ pub struct Metrics {
     live_admissions: IntCounterVec,
     /// Calls queued for transcription from their recording after they ended.
     pub after_call_transcriptions: IntCounter,
+    limit_hits: IntCounterVec,
+    /// Database look-ups of tenant credentials (signature and token checks
+    /// are answered from memory otherwise).
+    pub credential_lookups: IntCounter,
+    /// Unsigned upgrades waiting for their `start`.
+    pub pending_upgrades: IntGauge,
+    /// HTTP connections open (not yet upgraded).
+    pub http_connections: IntGauge,
+    http_closed: IntCounterVec,
 }
 
 /// Quotas that can turn work away, and where ([`Metrics::quota_rejected`]).
@@ -233,6 +254,37 @@ impl Metrics {
             "Calls queued for transcription from their recording after they ended",
         )
         .expect("valid metric");
+        let limit_hits = IntCounterVec::new(
+            Opts::new(
+                "callstream_stream_limit_hits_total",
+                "Stream messages or call-log entries dropped or cut by a per-stream bound, by bound",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
+        let credential_lookups = IntCounter::new(
+            "callstream_tenant_credential_lookups_total",
+            "Database look-ups of tenant provider credentials for signature and token checks",
+        )
+        .expect("valid metric");
+        let pending_upgrades = IntGauge::new(
+            "callstream_pending_upgrades",
+            "Unsigned stream upgrades waiting for an authenticated start",
+        )
+        .expect("valid metric");
+        let http_connections = IntGauge::new(
+            "callstream_http_connections",
+            "HTTP connections open (WebSockets leave this count once upgraded)",
+        )
+        .expect("valid metric");
+        let http_closed = IntCounterVec::new(
+            Opts::new(
+                "callstream_http_connections_closed_total",
+                "HTTP connections the server closed itself, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(live_calls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(live_admissions.clone()),
@@ -254,11 +306,22 @@ impl Metrics {
             Box::new(webhooks.clone()),
             Box::new(jobs_total.clone()),
             Box::new(jobs_queue_depth.clone()),
+            Box::new(limit_hits.clone()),
+            Box::new(credential_lookups.clone()),
+            Box::new(pending_upgrades.clone()),
+            Box::new(http_connections.clone()),
+            Box::new(http_closed.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
         for reason in DROP_REASONS {
             frames_dropped.with_label_values(&[reason]);
+        }
+        for limit in STREAM_LIMITS {
+            limit_hits.with_label_values(&[limit]);
+        }
+        for reason in HTTP_CLOSE_REASONS {
+            http_closed.with_label_values(&[reason]);
         }
         for outcome in RECORDING_OUTCOMES {
             recordings_total.with_label_values(&[outcome]);
@@ -299,6 +362,11 @@ impl Metrics {
             live_calls,
             live_admissions,
             after_call_transcriptions,
+            limit_hits,
+            credential_lookups,
+            pending_upgrades,
+            http_connections,
+            http_closed,
         }
     }
 
@@ -306,6 +374,24 @@ impl Metrics {
     pub fn live_admission(&self, outcome: &'static str) {
         debug_assert!(LIVE_ADMISSIONS.contains(&outcome));
         self.live_admissions.with_label_values(&[outcome]).inc();
+    }
+
+    /// Counts a message or entry a per-stream bound turned away; `limit`
+    /// is one of [`STREAM_LIMITS`].
+    pub fn limit_hit(&self, limit: &'static str) {
+        debug_assert!(STREAM_LIMITS.contains(&limit), "unknown limit {limit}");
+        self.limit_hits.with_label_values(&[limit]).inc();
+    }
+
+    pub fn limit_hit_count(&self, limit: &str) -> u64 {
+        self.limit_hits.with_label_values(&[limit]).get()
+    }
+
+    /// Counts a connection the HTTP server closed; `reason` is one of
+    /// [`HTTP_CLOSE_REASONS`].
+    pub fn http_closed(&self, reason: &'static str) {
+        debug_assert!(HTTP_CLOSE_REASONS.contains(&reason));
+        self.http_closed.with_label_values(&[reason]).inc();
     }
 
     /// Counts work refused by a quota; names from [`QUOTAS`] and

@@ -14,6 +14,7 @@ pub mod rbac;
 pub mod recording;
 pub mod recordings;
 pub mod routes;
+pub mod server;
 mod settings;
 pub mod stream;
 pub mod transcription;
@@ -77,12 +78,20 @@ impl AppState {
     pub fn new(store: Store, config: Config, token_secret: Secret) -> Self {
         let provider = twilio_provider(&config);
         let url_signer = Arc::new(url_signer(&config));
+        let metrics = Arc::new(Metrics::new());
         Self {
-            twilio: Arc::new(TwilioAuth::new(store.clone())),
+            twilio: Arc::new(TwilioAuth::new(
+                store.clone(),
+                metrics.clone(),
+                std::time::Duration::from_millis(config.stream.credentials_refresh_ms),
+            )),
             store,
-            sessions: SessionRegistry::new(config.stream.max_streams),
+            sessions: SessionRegistry::with_limits(
+                config.stream.max_streams,
+                config.stream.max_pending_upgrades,
+            ),
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             token_secret: Arc::new(token_secret),
             sinks: Arc::new(stream::NoSinks),
             captions: crate::asr::captions::CaptionHub::new(),

@@ -5,14 +5,26 @@
 //! - a request carrying `X-Twilio-Signature` must be signed, over the stream
 //!   URL as Twilio called it (public URL with http→ws / https→wss, path and
 //!   query), by some tenant's auth token, or the upgrade is refused with 403;
-//! - a request without it is upgraded, but must send a `start` carrying a
-//!   valid per-call stream token (customParameters `token`, issued by us)
-//!   within `stream.start_timeout_secs`, or it is closed.
+//! - a request without it is upgraded only while fewer than
+//!   `stream.max_pending_upgrades` such connections wait (else 503), and must
+//!   send a `start` carrying a valid per-call stream token (customParameters
+//!   `token`, issued by us for this tenant and callSid) within
+//!   `stream.pending_start_timeout_ms`, or it is closed.
 //!
-//! Either way the `start`'s accountSid must belong to the authenticated
-//! tenant. Only then is the call row created and a media session set up.
+//! Signatures and tokens are checked against credentials held in memory
+//! ([`super::twilio_auth`]): a refusal writes nothing and normally reads
+//! nothing. Then the whole `start` is validated (SIDs, parameters, media
+//! format: [`validate`]), its accountSid must belong to the authenticated
+//! tenant, and only then does the stream take one of `stream.max_streams`
+//! slots, the call's one live-stream claim, and a call row. A call that has
+//! ended, or already has a stream, is refused and left untouched.
+//!
+//! Everything a client sends afterwards is bounded per stream (message
+//! rate, DTMF rate, mark names, call-log entries and queued writes); each
+//! overflow is counted in `callstream_stream_limit_hits_total` and logged
+//! once per call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,12 +42,11 @@ use super::auth::Auth;
 use super::error::ApiJson;
 use super::quota::{self, At, Quota};
 use super::{AppError, AppState};
-use crate::media::codec::Codec;
 use crate::media::session::{MediaEvent, MediaSession, PcmChunk, SessionConfig};
 use crate::media::sink::{SpillingSender, TranscriptionInput};
 use crate::media::Track;
 use crate::providers::twilio::stream::{self as proto, StreamEvent, StreamTrack};
-use crate::providers::twilio::{signature, token};
+use crate::providers::twilio::{signature, token, validate};
 use crate::store::{CallPolicy, CallStatus, Direction, StreamCall, TwilioCredentials};
 
 /// WebSocket close codes we use (RFC 6455 §7.4.1).
@@ -44,6 +55,7 @@ mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 // ---------------------------------------------------------------------------
@@ -119,7 +131,13 @@ pub struct SessionRegistry {
 }
 
 struct RegistryInner {
+    /// Authenticated streams (`stream.max_streams`).
     capacity: Arc<Semaphore>,
+    /// Unsigned upgrades waiting for their `start` (`stream.max_pending_upgrades`).
+    pending: Arc<Semaphore>,
+    /// (tenant, provider call id) of every stream starting or open here:
+    /// one live stream per call.
+    live: Mutex<HashSet<(String, String)>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     sessions: Mutex<HashMap<String, Entry>>,
@@ -150,11 +168,49 @@ fn lock_map<V>(m: &Mutex<HashMap<String, V>>) -> std::sync::MutexGuard<'_, HashM
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A call's claim to its one live stream on this node; given back when dropped.
+struct LiveCall {
+    inner: Arc<RegistryInner>,
+    key: (String, String),
+}
+
+impl Drop for LiveCall {
+    fn drop(&mut self) {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// An unsigned upgrade's place among the pending ones; given back when its
+/// start is authenticated or the connection ends.
+struct PendingSlot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.metrics.pending_upgrades.dec();
+    }
+}
+
 impl SessionRegistry {
+    /// A registry for `max_streams` streams and 64 pending upgrades.
     pub fn new(max_streams: usize) -> Self {
+        Self::with_limits(max_streams, 64)
+    }
+
+    /// A registry for `max_streams` authenticated streams and `max_pending`
+    /// unsigned upgrades waiting for their start.
+    pub fn with_limits(max_streams: usize, max_pending: usize) -> Self {
         Self {
             inner: Arc::new(RegistryInner {
                 capacity: Arc::new(Semaphore::new(max_streams)),
+                pending: Arc::new(Semaphore::new(max_pending)),
+                live: Mutex::new(HashSet::new()),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 sessions: Mutex::new(HashMap::new()),
@@ -168,6 +224,31 @@ impl SessionRegistry {
             return None;
         }
         self.inner.capacity.clone().try_acquire_owned().ok()
+    }
+
+    fn try_pending(&self) -> Option<OwnedSemaphorePermit> {
+        if self.inner.shutdown.is_cancelled() {
+            return None;
+        }
+        self.inner.pending.clone().try_acquire_owned().ok()
+    }
+
+    /// Claims the call's one live stream on this node, unless another
+    /// stream (starting or open) holds it.
+    fn try_claim_call(&self, tenant_id: &str, call_sid: &str) -> Option<LiveCall> {
+        let key = (tenant_id.to_string(), call_sid.to_string());
+        let mut live = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !live.insert(key.clone()) {
+            return None;
+        }
+        Some(LiveCall {
+            inner: self.inner.clone(),
+            key,
+        })
     }
 
     /// Takes one of the tenant's stream slots unless `limit` are taken
@@ -261,10 +342,19 @@ pub async fn send_to_stream(
     Path(call_id): Path<String>,
     ApiJson(msg): ApiJson<Outbound>,
 ) -> Result<StatusCode, AppError> {
-    if let Outbound::Media { payload } = &msg {
-        let mut buf = Vec::new();
-        proto::decode_payload(payload, &mut buf)
-            .map_err(|_| AppError::BadRequest("payload is not valid base64".into()))?;
+    match &msg {
+        Outbound::Media { payload } => {
+            let mut buf = Vec::new();
+            proto::decode_payload(payload, &mut buf)
+                .map_err(|_| AppError::BadRequest("payload is not valid base64".into()))?;
+        }
+        Outbound::Mark { name } if name.len() > state.config.stream.max_mark_name_bytes => {
+            return Err(AppError::BadRequest(format!(
+                "mark name is longer than {} bytes",
+                state.config.stream.max_mark_name_bytes
+            )));
+        }
+        Outbound::Mark { .. } | Outbound::Clear => {}
     }
     let tx = state
         .sessions
@@ -294,13 +384,31 @@ pub async fn twilio_upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Some(permit) = state.sessions.try_acquire() else {
-        state.metrics.rejected("capacity");
-        tracing::warn!("stream refused: at capacity or shutting down");
-        return (StatusCode::SERVICE_UNAVAILABLE, "stream capacity reached").into_response();
-    };
+    if state.sessions.inner.shutdown.is_cancelled() {
+        state.metrics.rejected("shutting_down");
+        return (StatusCode::SERVICE_UNAVAILABLE, "gateway shutting down").into_response();
+    }
+    // A stream slot is only taken once the start is authenticated; an
+    // unsigned upgrade meanwhile holds one of the few pending places.
+    let mut pending = None;
     let auth = match headers.get("x-twilio-signature") {
-        None => PreAuth::Pending,
+        None => {
+            let Some(permit) = state.sessions.try_pending() else {
+                state.metrics.rejected("pending_limit");
+                tracing::warn!("unsigned stream refused: too many upgrades waiting for a start");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many unauthenticated streams waiting",
+                )
+                    .into_response();
+            };
+            state.metrics.pending_upgrades.inc();
+            pending = Some(PendingSlot {
+                _permit: permit,
+                metrics: state.metrics.clone(),
+            });
+            PreAuth::Pending
+        }
         Some(sig) => {
             let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
             let url =
@@ -313,7 +421,7 @@ pub async fn twilio_upgrade(
                 Ok(Some(creds)) => PreAuth::Signed(creds),
                 Ok(None) => {
                     state.metrics.rejected("bad_signature");
-                    tracing::warn!(%url, "stream refused: X-Twilio-Signature matches no tenant");
+                    tracing::debug!(%url, "stream refused: X-Twilio-Signature matches no tenant");
                     return (StatusCode::FORBIDDEN, "invalid X-Twilio-Signature").into_response();
                 }
                 Err(e) => return AppError::from(e).into_response(),
@@ -330,10 +438,7 @@ pub async fn twilio_upgrade(
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket: WebSocket| {
             let tracker = state.sessions.inner.tracker.clone();
-            tracker.track_future(async move {
-                run_session(socket, state, auth).await;
-                drop(permit);
-            })
+            tracker.track_future(run_session_with(socket, state, auth, pending))
         })
 }
 
@@ -380,17 +485,97 @@ struct Active {
     outbound_rx: mpsc::Receiver<Outbound>,
     payload: Vec<u8>,
     recording_failed: bool,
+    /// DTMF events the call log takes (`stream.max_dtmf_per_second`).
+    dtmf_rate: RateLimit,
     /// Held while the stream is open (concurrent-stream quota).
     _slot: TenantSlot,
+    /// One of `stream.max_streams`, held while the stream is open.
+    _capacity: OwnedSemaphorePermit,
+    /// The call's one live stream on this node.
+    _live: LiveCall,
     /// This stream's row in `stream_usage`, closed when it ends.
     usage_id: Option<String>,
 }
 
+/// A per-stream bound on what the client controls, counted in
+/// `callstream_stream_limit_hits_total{limit}` and logged once per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    MarkName,
+    CallLogEntries,
+    CallLogQueue,
+    DtmfRate,
+    MessageRate,
+}
+
+impl Limit {
+    fn name(self) -> &'static str {
+        match self {
+            Limit::MarkName => "mark_name",
+            Limit::CallLogEntries => "call_log_entries",
+            Limit::CallLogQueue => "call_log_queue",
+            Limit::DtmfRate => "dtmf_rate",
+            Limit::MessageRate => "message_rate",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A token bucket: `rate` events a second sustained, `burst` at once.
+/// Sans-IO: the caller passes the time.
+#[derive(Debug, Clone)]
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32, now: std::time::Instant) -> Self {
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: now,
+        }
+    }
+
+    /// Whether one more event is allowed at `now` (and takes its token).
+    fn allow(&mut self, now: std::time::Instant) -> bool {
+        if now > self.last {
+            let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.burst);
+            self.last = now;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Queue slots kept for lifecycle entries (start, failures, end), which
+/// are never dropped for the sake of client-driven ones.
+const LOG_RESERVE: usize = 8;
+
 /// Call-log writes go through one task per stream, in order, so ingest never
-/// waits on the database.
+/// waits on the database. The queue and the number of entries are bounded
+/// (`stream.call_log_queue`, `stream.max_call_log_entries`).
 struct CallLog {
-    tx: mpsc::UnboundedSender<LogOp>,
+    tx: mpsc::Sender<LogOp>,
     task: tokio::task::JoinHandle<()>,
+    metrics: Arc<crate::metrics::Metrics>,
+    call_id: String,
+    entries: u32,
+    max_entries: u32,
+    /// Limits already logged for this call ([`Limit::bit`]).
+    hit: u8,
 }
 
 enum LogOp {
@@ -407,7 +592,8 @@ enum LogOp {
 
 impl CallLog {
     fn spawn(state: &AppState, ctx: &CallContext) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<LogOp>();
+        let cfg = &state.config.stream;
+        let (tx, mut rx) = mpsc::channel::<LogOp>(cfg.call_log_queue + LOG_RESERVE);
         let store = state.store.clone();
         let (tenant, call) = (ctx.tenant_id.clone(), ctx.call_id.clone());
         let task = tokio::spawn(async move {
@@ -427,20 +613,72 @@ impl CallLog {
                 }
             }
         });
-        Self { tx, task }
+        Self {
+            tx,
+            task,
+            metrics: state.metrics.clone(),
+            call_id: ctx.call_id.clone(),
+            entries: 0,
+            max_entries: cfg.max_call_log_entries,
+            hit: 0,
+        }
     }
 
-    fn append(&self, event: &'static str, detail: serde_json::Value) {
+    /// Counts a bound reached; the first time per call it is also logged.
+    fn limit_hit(&mut self, limit: Limit) {
+        self.metrics.limit_hit(limit.name());
+        if self.hit & limit.bit() == 0 {
+            self.hit |= limit.bit();
+            tracing::warn!(call_id = %self.call_id, limit = limit.name(), "stream limit reached; the excess is dropped");
+        }
+    }
+
+    /// Queues an entry the client caused (DTMF, marks, messages sent back);
+    /// dropped, and counted, past the call's bounds.
+    fn append(&mut self, event: &'static str, detail: serde_json::Value) {
+        if self.entries >= self.max_entries {
+            if self.hit & Limit::CallLogEntries.bit() == 0 {
+                let max = self.max_entries;
+                self.append_lifecycle(
+                    "call_log_truncated",
+                    serde_json::json!({ "max_entries": max }),
+                );
+            }
+            self.limit_hit(Limit::CallLogEntries);
+            return;
+        }
+        if self.tx.capacity() <= LOG_RESERVE {
+            self.limit_hit(Limit::CallLogQueue);
+            return;
+        }
+        self.entries += 1;
+        self.send(event, detail);
+    }
+
+    /// Queues a lifecycle entry: it may use the reserve and is not counted
+    /// against `max_call_log_entries`.
+    fn append_lifecycle(&mut self, event: &'static str, detail: serde_json::Value) {
+        self.send(event, detail);
+    }
+
+    fn send(&mut self, event: &'static str, detail: serde_json::Value) {
         let at = crate::store::now_ms();
-        let _ = self.tx.send(LogOp::Append { event, detail, at });
+        if self
+            .tx
+            .try_send(LogOp::Append { event, detail, at })
+            .is_err()
+        {
+            self.limit_hit(Limit::CallLogQueue);
+        }
     }
 
-    /// Ends the call and waits for every queued write to land.
-    async fn finish(self, status: CallStatus) {
-        let _ = self.tx.send(LogOp::End {
-            status,
-            at: crate::store::now_ms(),
-        });
+    /// Writes the last entry, ends the call and waits for every queued
+    /// write to land (waiting for room: these are never dropped).
+    async fn finish(self, last: (&'static str, serde_json::Value), status: CallStatus) {
+        let at = crate::store::now_ms();
+        let (event, detail) = last;
+        let _ = self.tx.send(LogOp::Append { event, detail, at }).await;
+        let _ = self.tx.send(LogOp::End { status, at }).await;
         drop(self.tx);
         let _ = self.task.await;
     }
@@ -448,13 +686,35 @@ impl CallLog {
 
 /// Drives one provider stream to its end. Generic over the socket so it can
 /// be tested without one.
-pub async fn run_session<S>(mut socket: S, state: AppState, auth: PreAuth)
+pub async fn run_session<S>(socket: S, state: AppState, auth: PreAuth)
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin,
 {
+    run_session_with(socket, state, auth, None).await
+}
+
+/// [`run_session`], holding an unsigned upgrade's pending place until its
+/// start is authenticated.
+async fn run_session_with<S>(
+    mut socket: S,
+    state: AppState,
+    auth: PreAuth,
+    mut pending: Option<PendingSlot>,
+) where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin,
+{
     let shutdown = state.sessions.inner.shutdown.clone();
-    let start_deadline =
-        Instant::now() + Duration::from_secs(state.config.stream.start_timeout_secs);
+    let cfg = &state.config.stream;
+    let start_timeout = match auth {
+        PreAuth::Signed(_) => Duration::from_secs(cfg.start_timeout_secs),
+        PreAuth::Pending => Duration::from_millis(cfg.pending_start_timeout_ms),
+    };
+    let start_deadline = Instant::now() + start_timeout;
+    let mut messages = RateLimit::new(
+        cfg.max_messages_per_second,
+        cfg.message_burst,
+        std::time::Instant::now(),
+    );
     let mut active: Option<Active> = None;
     let mut text_out = String::new();
 
@@ -474,6 +734,15 @@ where
             _ = shutdown.cancelled() => break Ending::Shutdown,
             msg = socket.next() => {
                 let received = std::time::Instant::now();
+                if matches!(msg, Some(Ok(Message::Text(_) | Message::Binary(_))))
+                    && !messages.allow(received)
+                {
+                    match active.as_mut() {
+                        Some(a) => a.log.limit_hit(Limit::MessageRate),
+                        None => state.metrics.limit_hit(Limit::MessageRate.name()),
+                    }
+                    continue;
+                }
                 match msg {
                     None => break Ending::Disconnected,
                     Some(Err(e)) => {
@@ -490,12 +759,17 @@ where
                     }
                     Some(Ok(Message::Text(text))) => {
                         match handle_text(&state, &auth, &mut active, text.as_str(), received).await {
-                            Flow::Continue => {}
+                            Flow::Continue => {
+                                if active.is_some() {
+                                    // Authenticated: no longer pending.
+                                    pending = None;
+                                }
+                            }
                             Flow::Stop => break Ending::Stopped,
-                            Flow::Reject(reason) => {
-                                state.metrics.rejected("start_refused");
-                                tracing::warn!(%reason, "stream closed before start");
-                                close_handshake(&mut socket, close(close_code::POLICY, reason)).await;
+                            Flow::Reject(r) => {
+                                state.metrics.rejected(r.metric);
+                                tracing::warn!(reason = r.reason, "stream closed before start");
+                                close_handshake(&mut socket, close(r.code, r.reason)).await;
                                 return;
                             }
                         }
@@ -509,7 +783,7 @@ where
                 }
             }
             Some(out) = outbound => {
-                if let Some(a) = &active {
+                if let Some(a) = active.as_mut() {
                     write_outbound(&mut text_out, &a.ctx.stream_sid, &out);
                     if socket.send(Message::Text(text_out.as_str().into())).await.is_err() {
                         break Ending::Disconnected;
@@ -521,8 +795,9 @@ where
                 match active.as_mut() {
                     None => {
                         state.metrics.rejected("start_timeout");
-                        tracing::warn!("stream closed: no authenticated start in time");
+                        tracing::debug!("stream closed: no authenticated start in time");
                         let frame = close(close_code::POLICY, "no authenticated start received in time");
+                        drop(pending.take());
                         close_handshake(&mut socket, frame).await;
                         return;
                     }
@@ -535,6 +810,7 @@ where
         }
     };
 
+    drop(pending);
     let Some(mut a) = active else {
         return;
     };
@@ -571,8 +847,6 @@ async fn finish_active(state: &AppState, a: Active, ending: Ending) {
             serde_json::json!({"track": t.as_str(), "frames": s.frames_placed, "silence_samples": s.silence_samples})
         })
         .collect();
-    a.log
-        .append(ending.log_event(), serde_json::json!({ "tracks": stats }));
     if let Some(rec) = a.sinks.recording {
         if let Err(e) = rec.close().await {
             tracing::error!(call_id = %a.ctx.call_id, error = %e, "recording sink incomplete");
@@ -591,13 +865,49 @@ async fn finish_active(state: &AppState, a: Active, ending: Ending) {
             tracing::error!(call_id = %a.ctx.call_id, error = %e, "stream usage not closed");
         }
     }
-    a.log.finish(ending.status()).await;
+    a.log
+        .finish(
+            (ending.log_event(), serde_json::json!({ "tracks": stats })),
+            ending.status(),
+        )
+        .await;
+}
+
+/// Why a stream is closed before it starts: the close frame and the
+/// rejection metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refusal {
+    code: u16,
+    reason: &'static str,
+    /// `callstream_stream_rejections_total{reason}`.
+    metric: &'static str,
+}
+
+impl Refusal {
+    /// Not allowed (authentication, quota, the call's state): 1008.
+    const fn policy(reason: &'static str) -> Self {
+        Self {
+            code: close_code::POLICY,
+            reason,
+            metric: "start_refused",
+        }
+    }
+
+    const fn with_metric(self, metric: &'static str) -> Self {
+        Self { metric, ..self }
+    }
+}
+
+impl From<&'static str> for Refusal {
+    fn from(reason: &'static str) -> Self {
+        Refusal::policy(reason)
+    }
 }
 
 enum Flow {
     Continue,
     Stop,
-    Reject(&'static str),
+    Reject(Refusal),
 }
 
 async fn handle_text(
@@ -657,7 +967,7 @@ async fn handle_text(
                 *active = Some(a);
                 Flow::Continue
             }
-            Err(reason) => Flow::Reject(reason),
+            Err(refusal) => Flow::Reject(refusal),
         },
         (StreamEvent::Start(_), Some(_)) => {
             state.metrics.dropped("duplicate_start", 1);
@@ -665,6 +975,10 @@ async fn handle_text(
             Flow::Continue
         }
         (StreamEvent::Dtmf(d), Some(a)) if d.stream_sid == a.ctx.stream_sid => {
+            if !a.dtmf_rate.allow(received) {
+                a.log.limit_hit(Limit::DtmfRate);
+                return Flow::Continue;
+            }
             // The digit is call content (could be a card number): it goes to
             // the call log, never to tracing.
             a.log.append(
@@ -674,7 +988,18 @@ async fn handle_text(
             Flow::Continue
         }
         (StreamEvent::Mark(m), Some(a)) if m.stream_sid == a.ctx.stream_sid => {
-            a.log.append("mark", serde_json::json!({"name": m.name}));
+            let max = state.config.stream.max_mark_name_bytes;
+            let detail = if m.name.len() > max {
+                a.log.limit_hit(Limit::MarkName);
+                let mut end = max;
+                while !m.name.is_char_boundary(end) {
+                    end -= 1;
+                }
+                serde_json::json!({"name": &m.name[..end], "truncated": true})
+            } else {
+                serde_json::json!({"name": m.name})
+            };
+            a.log.append("mark", detail);
             Flow::Continue
         }
         (StreamEvent::Stop(s), Some(a)) if s.stream_sid == a.ctx.stream_sid => Flow::Stop,
@@ -698,57 +1023,99 @@ fn track_of(t: StreamTrack) -> Track {
     t.into()
 }
 
-/// Authenticates a `start` and sets the stream up. Nothing is allocated until
-/// the tenant is known.
-async fn start(
-    state: &AppState,
-    auth: &PreAuth,
-    s: &proto::Start<'_>,
-) -> Result<Active, &'static str> {
+/// Why a `start` failed validation, as a close reason (field names only).
+fn invalid_start(e: validate::StartError) -> Refusal {
+    use validate::StartError as E;
+    let reason = match e {
+        E::BadSid("accountSid") => "start.accountSid is not a Twilio SID",
+        E::BadSid("callSid") => "start.callSid is not a Twilio SID",
+        E::BadSid(_) => "start.streamSid is not a Twilio SID",
+        E::TooManyParameters => "start.customParameters has too many entries",
+        E::ParameterTooLong => "start.customParameters has a name or value that is too long",
+        E::Encoding => "unsupported media encoding",
+        E::SampleRate => "unsupported sample rate",
+        E::Channels => "only mono media is supported",
+        E::Tracks => "start.tracks must name one or two distinct tracks",
+    };
+    Refusal::policy(reason).with_metric("invalid_start")
+}
+
+const UNAVAILABLE: Refusal = Refusal {
+    code: close_code::TRY_AGAIN_LATER,
+    reason: "temporarily unable to start the call",
+    metric: "start_failed",
+};
+
+/// Authenticates a `start` and sets the stream up. Nothing is allocated
+/// (no stream slot, no row, no media session) until the whole start is
+/// valid and the tenant known; a refusal writes nothing.
+async fn start(state: &AppState, auth: &PreAuth, s: &proto::Start<'_>) -> Result<Active, Refusal> {
+    let cfg = &state.config.stream;
+    let valid = validate::check_start(
+        s,
+        validate::ParamLimits {
+            max_count: cfg.max_custom_parameters,
+            max_bytes: cfg.max_custom_parameter_bytes,
+        },
+    )
+    .map_err(invalid_start)?;
     let tenant_id = match auth {
         PreAuth::Signed(creds) => {
             if creds.account_sid != s.account_sid {
-                return Err("accountSid does not match the signing account");
+                return Err("accountSid does not match the signing account".into());
             }
             creds.tenant_id.clone()
         }
         PreAuth::Pending => {
-            let Some(tok) = s.custom_parameters.get("token") else {
-                return Err("unauthenticated: no X-Twilio-Signature and no stream token");
+            let Some(tok) = s.custom_parameters.get(token::TOKEN_PARAMETER) else {
+                return Err("unauthenticated: no X-Twilio-Signature and no stream token".into());
             };
             let claims = token::verify(
                 state.token_secret.expose().as_bytes(),
                 tok,
                 crate::store::now_ms() / 1000,
             )
-            .map_err(|_| "invalid or expired stream token")?;
+            .map_err(|_| Refusal::from("invalid or expired stream token"))?;
             if claims.call_sid != s.call_sid {
-                return Err("stream token was issued for another call");
+                return Err("stream token was issued for another call".into());
             }
-            let creds = match state.store.twilio_credentials_for(&s.account_sid).await {
-                Ok(c) => c,
-                Err(crate::store::StoreError::NotFound) => return Err("unknown account"),
-                Err(_) => return Err("temporarily unable to authenticate"),
+            let creds = match state.twilio.for_account(&s.account_sid).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Err("unknown account".into()),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read tenant credentials");
+                    return Err(UNAVAILABLE);
+                }
             };
             if creds.tenant_id != claims.tenant_id {
-                return Err("stream token was issued for another account");
+                return Err("stream token was issued for another account".into());
             }
             claims.tenant_id
         }
     };
-    let codec =
-        Codec::from_mime(&s.media_format.encoding).map_err(|_| "unsupported media encoding")?;
+    // Authenticated: now it may take a stream slot and the call's claim.
+    let Some(capacity) = state.sessions.try_acquire() else {
+        tracing::warn!("stream refused: at capacity or shutting down");
+        return Err(Refusal {
+            code: close_code::TRY_AGAIN_LATER,
+            reason: "stream capacity reached",
+            metric: "capacity",
+        });
+    };
+    let Some(live) = state.sessions.try_claim_call(&tenant_id, &s.call_sid) else {
+        return Err(STREAM_LIVE);
+    };
     // Quotas, before the call row and the media session exist.
     let settings = state.store.tenant_settings(&tenant_id).await.map_err(|e| {
         tracing::error!(error = %e, "cannot read tenant settings");
-        "temporarily unable to start the call"
+        UNAVAILABLE
     })?;
     let Some(slot) = state
         .sessions
         .try_reserve_tenant(&tenant_id, settings.quotas.max_concurrent_streams)
     else {
         quota::rejected(state, Quota::ConcurrentStreams, At::StreamStart);
-        return Err(Quota::ConcurrentStreams.message());
+        return Err(Quota::ConcurrentStreams.message().into());
     };
     // The call's policy: pinned when it was answered, else resolved now.
     let known = state
@@ -757,45 +1124,60 @@ async fn start(
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot look the call up");
-            "temporarily unable to start the call"
+            UNAVAILABLE
         })?;
+    if let Some(call) = &known {
+        if call.status.is_terminal() {
+            return Err(CALL_ENDED);
+        }
+        if call.stream_id.is_some() {
+            return Err(STREAM_LIVE);
+        }
+    }
     let policy = known
         .and_then(|c| c.policy)
         .unwrap_or_else(|| CallPolicy::from_settings(&settings, crate::store::now_ms()));
     match quota::exhausted_for_call(state, &tenant_id, &settings, &policy, At::StreamStart).await {
         Ok(None) => {}
-        Ok(Some(q)) => return Err(q.message()),
+        Ok(Some(q)) => return Err(q.message().into()),
         Err(e) => {
             tracing::error!(error = %e, "cannot check quotas");
-            return Err("temporarily unable to start the call");
+            return Err(UNAVAILABLE);
         }
     }
-    if s.media_format.channels != 1 {
-        return Err("only mono media is supported");
-    }
+    let mut media_cfg = SessionConfig::new(valid.codec, valid.sample_rate);
+    media_cfg.reorder_window_ms = cfg.reorder_window_ms.into();
+    media_cfg.max_hold = Duration::from_millis(cfg.max_hold_ms);
+    let media = MediaSession::new(media_cfg)
+        .map_err(|_| Refusal::policy("unsupported media format").with_metric("invalid_start"))?;
     let direction = match s.custom_parameters.get("direction") {
         Some("outbound") => Direction::Outbound,
         _ => Direction::Inbound,
     };
-    let call = state
+    let claim = state
         .store
-        .start_stream_call(
+        .claim_stream_call(
             &tenant_id,
             &StreamCall {
                 provider: "twilio",
                 external_call_id: &s.call_sid,
                 stream_id: &s.stream_sid,
                 direction,
-                from_number: s.custom_parameters.get("from"),
-                to_number: s.custom_parameters.get("to"),
+                from_number: valid.from.as_ref().map(|n| n.as_str()),
+                to_number: valid.to.as_ref().map(|n| n.as_str()),
             },
             crate::store::now_ms(),
         )
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot record call start");
-            "temporarily unable to start the call"
+            UNAVAILABLE
         })?;
+    let call = match claim {
+        crate::store::StreamClaim::Started(call) => *call,
+        crate::store::StreamClaim::Ended(_) => return Err(CALL_ENDED),
+        crate::store::StreamClaim::Taken => return Err(STREAM_LIVE),
+    };
     let policy = match call.policy.clone() {
         Some(p) => p,
         None => state
@@ -804,7 +1186,7 @@ async fn start(
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot pin the call policy");
-                "temporarily unable to start the call"
+                UNAVAILABLE
             })?,
     };
     // The CRM link: the caller (or callee) as a known customer. Best effort:
@@ -814,12 +1196,6 @@ async fn start(
             tracing::warn!(error = %e, "cannot match the call to a customer");
         }
     }
-
-    let cfg = &state.config.stream;
-    let mut media_cfg = SessionConfig::new(codec, s.media_format.sample_rate);
-    media_cfg.reorder_window_ms = cfg.reorder_window_ms.into();
-    media_cfg.max_hold = Duration::from_millis(cfg.max_hold_ms);
-    let media = MediaSession::new(media_cfg).map_err(|_| "unsupported media format")?;
 
     let usage_id = match state
         .store
@@ -839,10 +1215,10 @@ async fn start(
         stream_sid: s.stream_sid.to_string(),
         policy,
     };
-    let log = CallLog::spawn(state, &ctx);
+    let mut log = CallLog::spawn(state, &ctx);
     let tracks: Vec<&str> = s.tracks.iter().map(|t| track_of(*t).as_str()).collect();
     let params: Vec<&str> = s.custom_parameters.iter().map(|(k, _)| k).collect();
-    log.append(
+    log.append_lifecycle(
         "stream_started",
         serde_json::json!({
             "stream_sid": ctx.stream_sid,
@@ -876,10 +1252,29 @@ async fn start(
         outbound_rx,
         payload: Vec::with_capacity(512),
         recording_failed: false,
+        dtmf_rate: RateLimit::new(
+            cfg.max_dtmf_per_second,
+            cfg.max_dtmf_per_second,
+            std::time::Instant::now(),
+        ),
         _slot: slot,
+        _capacity: capacity,
+        _live: live,
         usage_id,
     })
 }
+
+const CALL_ENDED: Refusal = Refusal {
+    code: close_code::POLICY,
+    reason: "the call has ended",
+    metric: "call_ended",
+};
+
+const STREAM_LIVE: Refusal = Refusal {
+    code: close_code::POLICY,
+    reason: "the call already has a live stream",
+    metric: "stream_live",
+};
 
 /// Moves the media core's output to the sinks, applying each sink's policy.
 fn drain(state: &AppState, a: &mut Active) {
@@ -899,7 +1294,7 @@ fn drain(state: &AppState, a: &mut Active) {
                         a.recording_failed = true;
                         state.metrics.dropped("recording_overflow", 1);
                         tracing::error!(call_id = %a.ctx.call_id, "recording sink overflowed");
-                        a.log.append(
+                        a.log.append_lifecycle(
                             "recording_failed",
                             serde_json::json!({"reason": "overflow"}),
                         );
@@ -999,5 +1394,25 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::RateLimit;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_burst_then_the_sustained_rate() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(10, 3, t0);
+        assert_eq!((0..5).filter(|_| r.allow(t0)).count(), 3);
+        // 100 ms at 10/s refills one token; time going backwards refills none.
+        assert!(r.allow(t0 + Duration::from_millis(100)));
+        assert!(!r.allow(t0 + Duration::from_millis(100)));
+        assert!(!r.allow(t0));
+        // A long pause refills up to the burst only.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| r.allow(later)).count(), 3);
     }
 }

@@ -141,6 +141,17 @@ enum Bind {
     Int(i64),
 }
 
+/// What [`Store::claim_stream_call`] made of a stream's start.
+#[derive(Debug, Clone)]
+pub enum StreamClaim {
+    /// The call is in progress with this stream.
+    Started(Box<Call>),
+    /// The call has ended; it was left untouched.
+    Ended(CallStatus),
+    /// The call already has a stream; it was left untouched.
+    Taken,
+}
+
 /// The provider's view of a call whose media stream has started.
 #[derive(Debug, Clone)]
 pub struct StreamCall<'a> {
@@ -190,24 +201,52 @@ pub(super) fn call_from_row(row: &AnyRow) -> Result<Call> {
 impl Store {
     /// Creates the call a media stream belongs to, or matches the existing one
     /// by the provider's call id (within the tenant), and sets it in progress.
+    /// A call that has ended, or already has its stream, is refused
+    /// ([`StoreError::Conflict`]) and left as it is; see
+    /// [`Store::claim_stream_call`] to tell the two apart.
     pub async fn start_stream_call(
         &self,
         tenant_id: &str,
         call: &StreamCall<'_>,
         now: i64,
     ) -> Result<Call> {
+        match self.claim_stream_call(tenant_id, call, now).await? {
+            StreamClaim::Started(call) => Ok(*call),
+            StreamClaim::Ended(status) => Err(StoreError::Conflict(format!(
+                "the call has ended ({})",
+                status.as_str()
+            ))),
+            StreamClaim::Taken => Err(StoreError::Conflict(
+                "the call already has a media stream".into(),
+            )),
+        }
+    }
+
+    /// Gives a media stream its call: creates the call, or takes the
+    /// existing one (matched by the provider's call id within the tenant)
+    /// if it is still open and has no stream yet, and sets it in progress.
+    /// One call carries one stream: a second stream, or one for a call that
+    /// has ended, changes nothing and is told why. The check and the change
+    /// are one statement, so racing streams (on any node) cannot both win.
+    pub async fn claim_stream_call(
+        &self,
+        tenant_id: &str,
+        call: &StreamCall<'_>,
+        now: i64,
+    ) -> Result<StreamClaim> {
         // Two attempts: a concurrent insert of the same call makes the first
         // fail on the unique key, after which the update path finds it.
         for _ in 0..2 {
-            // One guard over both statements: on SQLite no other writer of
+            // One guard over the statements: on SQLite no other writer of
             // this process can slip in between.
             let _writer = self.writer().await;
             let updated = sqlx::query(&format!(
                 "UPDATE calls SET status = $1, stream_id = $2, \
                  started_at = COALESCE(started_at, $3), answered_at = COALESCE(answered_at, $3), \
                  from_number = COALESCE(from_number, $4), to_number = COALESCE(to_number, $5), \
-                 ended_at = NULL, duration_ms = NULL, updated_at = $3 \
+                 updated_at = $3 \
                  WHERE tenant_id = $6 AND provider = $7 AND external_call_id = $8 \
+                 AND stream_id IS NULL AND status IN ('queued', 'ringing', 'in_progress') \
                  RETURNING {CALL_COLUMNS}"
             ))
             .bind(CallStatus::InProgress.as_str())
@@ -221,7 +260,24 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
             if let Some(row) = updated {
-                return call_from_row(&row);
+                return call_from_row(&row).map(|c| StreamClaim::Started(Box::new(c)));
+            }
+            let existing = sqlx::query(
+                "SELECT status FROM calls \
+                 WHERE tenant_id = $1 AND provider = $2 AND external_call_id = $3",
+            )
+            .bind(tenant_id)
+            .bind(call.provider)
+            .bind(call.external_call_id)
+            .fetch_optional(self.pool())
+            .await?;
+            if let Some(row) = existing {
+                let status: CallStatus = get_enum(&row, "status")?;
+                return Ok(if status.is_terminal() {
+                    StreamClaim::Ended(status)
+                } else {
+                    StreamClaim::Taken
+                });
             }
             let inserted = sqlx::query(&format!(
                 "INSERT INTO calls (id, tenant_id, direction, status, from_number, to_number, provider, \
@@ -242,7 +298,7 @@ impl Store {
             .fetch_one(self.pool())
             .await;
             match inserted {
-                Ok(row) => return call_from_row(&row),
+                Ok(row) => return call_from_row(&row).map(|c| StreamClaim::Started(Box::new(c))),
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -557,14 +613,18 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(call.status, CallStatus::InProgress);
-            // The same callSid in the same tenant matches; another tenant gets its own.
-            let again = store
-                .start_stream_call(&a.id, &stream_call("CA1", "MZ2"), 2_000)
-                .await
-                .unwrap();
-            assert_eq!(again.id, call.id);
-            assert_eq!(again.stream_id.as_deref(), Some("MZ2"));
-            assert_eq!(again.started_at, Some(1_000));
+            // A second stream for the same call is refused and changes nothing;
+            // another tenant's call with the same callSid is its own.
+            assert!(matches!(
+                store
+                    .claim_stream_call(&a.id, &stream_call("CA1", "MZ2"), 2_000)
+                    .await
+                    .unwrap(),
+                StreamClaim::Taken
+            ));
+            let again = store.get_call(&a.id, &call.id).await.unwrap();
+            assert_eq!(again.stream_id.as_deref(), Some("MZ1"));
+            assert_eq!(again.updated_at, 1_000);
             let other = store
                 .start_stream_call(&b.id, &stream_call("CA1", "MZ3"), 2_000)
                 .await
@@ -612,6 +672,57 @@ mod tests {
                 .await
                 .unwrap()
                 .is_none());
+            // A stream replayed after the call ended does not reopen it.
+            assert!(matches!(
+                store
+                    .claim_stream_call(&a.id, &stream_call("CA1", "MZ9"), 80_000)
+                    .await
+                    .unwrap(),
+                StreamClaim::Ended(CallStatus::Completed)
+            ));
+            assert!(matches!(
+                store
+                    .start_stream_call(&a.id, &stream_call("CA1", "MZ9"), 80_000)
+                    .await,
+                Err(StoreError::Conflict(_))
+            ));
+            let after = store.get_call(&a.id, &call.id).await.unwrap();
+            assert_eq!(
+                (after.status, after.stream_id.as_deref(), after.ended_at),
+                (CallStatus::Completed, Some("MZ1"), Some(61_000))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn answered_call_takes_its_one_stream() {
+        for store in testing::stores().await {
+            let a = store.create_tenant("A", None).await.unwrap();
+            let answered = store
+                .create_outbound_call(
+                    &a.id,
+                    &OutboundCallRow {
+                        provider: "twilio",
+                        external_call_id: "CA7",
+                        from_number: "+14155550100",
+                        to_number: "+14155550101",
+                        customer_id: None,
+                        assigned_user_id: None,
+                    },
+                    500,
+                )
+                .await
+                .unwrap();
+            let StreamClaim::Started(call) = store
+                .claim_stream_call(&a.id, &stream_call("CA7", "MZ7"), 1_000)
+                .await
+                .unwrap()
+            else {
+                panic!("an answered call without a stream takes one");
+            };
+            assert_eq!(call.id, answered.id);
+            assert_eq!(call.status, CallStatus::InProgress);
+            assert_eq!(call.stream_id.as_deref(), Some("MZ7"));
         }
     }
 

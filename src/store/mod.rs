@@ -26,7 +26,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use api_keys::{ApiKey, NewApiKey, Principal, Role};
 pub use calls::{
     Call, CallFilter, CallLog, CallPage, CallRecordUpdate, CallStatus, Direction, OutboundCallRow,
-    StreamCall,
+    StreamCall, StreamClaim,
 };
 pub use crm::{
     Customer, CustomerPage, CustomerUpdate, NewCustomer, NewTicket, Ticket, TicketFilter,
@@ -78,6 +78,9 @@ pub struct Store {
     /// beats letting them spin on SQLITE_BUSY: under a burst of call starts
     /// the busy handler's sleeps made writes time out. `None` on PostgreSQL.
     write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Bumped whenever this process adds a tenant or changes its provider
+    /// credentials, so credential caches reload without asking the database.
+    tenants_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -129,9 +132,23 @@ impl Store {
             pool,
             backend,
             write_lock,
+            tenants_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Changes whenever this process adds a tenant or changes a tenant's
+    /// provider credentials (see [`Store::tenants_fingerprint`] for changes
+    /// made by other processes).
+    pub fn tenants_generation(&self) -> u64 {
+        self.tenants_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn tenants_changed(&self) {
+        self.tenants_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     async fn migrate(&self) -> Result<()> {

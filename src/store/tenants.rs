@@ -147,6 +147,7 @@ impl Store {
         .bind(tenant.created_at)
         .execute(self.pool())
         .await;
+        self.tenants_changed();
         match result {
             Ok(_) => Ok(tenant),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(

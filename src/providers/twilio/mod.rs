@@ -16,6 +16,7 @@ pub mod signature;
 pub mod stream;
 pub mod token;
 pub mod twiml;
+pub mod validate;
 pub mod webhook;
 
 pub use rest::TwilioProvider;

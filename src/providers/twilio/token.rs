@@ -23,7 +23,7 @@ pub const TOKEN_PARAMETER: &str = "token";
 
 const VERSION: &str = "v1";
 /// Far above any real token (~130 bytes); bounds the work spent on garbage.
-const MAX_TOKEN_LEN: usize = 512;
+pub const MAX_TOKEN_LEN: usize = 512;
 
 type HmacSha256 = Hmac<Sha256>;
 
