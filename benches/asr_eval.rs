@@ -9,9 +9,16 @@
 //! ```text
 //! cargo bench --bench asr_eval -- [--model tiny.en]… [--per-subset N]
 //!     [--live-calls C] [--no-live] [--json FILE] [--min-audio-ctx N]
+//!     [--check] [--show]
 //! ```
+//! Under `cargo test` (no `--bench` flag) it runs a checked slice of five
+//! clips per subset with tiny.en: the evaluation's CI run.
 //! `--per-subset N` takes N clips of each subset, evenly spread over the
 //! manifest (a representative slice; CI runs one); 0 (default) takes all.
+//! `--check` fails unless, on every subset, batch and live each make at
+//! most 1.05 × the errors of their full-window reference (one word of
+//! slack, for small slices) and no output repeats what the reference does
+//! not.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +54,8 @@ struct Args {
     set: PathBuf,
     /// Print every clip's reference and hypotheses.
     show: bool,
+    /// Exit non-zero unless every subset meets the targets (see `meets`).
+    check: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -59,7 +68,16 @@ fn parse_args() -> anyhow::Result<Args> {
         min_audio_ctx: None,
         set: Path::new(env!("CARGO_MANIFEST_DIR")).join("media-fixtures/eval"),
         show: false,
+        check: false,
     };
+    // `cargo bench` passes `--bench`: the whole set. Run any other way
+    // (`cargo test --all-targets`, CI) it is the representative slice,
+    // checked against the targets.
+    if !std::env::args().any(|a| a == "--bench") {
+        args.per_subset = 5;
+        args.live_calls = 2;
+        args.check = true;
+    }
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -69,6 +87,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--live-calls" => args.live_calls = value("--live-calls")?.parse()?,
             "--no-live" => args.live = false,
             "--show" => args.show = true,
+            "--check" => args.check = true,
             "--json" => args.json = Some(value("--json")?.into()),
             "--min-audio-ctx" => args.min_audio_ctx = Some(value("--min-audio-ctx")?.parse()?),
             "--set" => args.set = value("--set")?.into(),
@@ -408,6 +427,7 @@ async fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
 
     let mut report = Vec::new();
+    let mut failures = Vec::new();
     println!(
         "| model | subset | clips | words | reference WER | batch WER | batch ÷ ref | phone reference WER | live WER | live ÷ ref | repeats (batch/live) | batch ×RT | reference ×RT |"
     );
@@ -470,6 +490,16 @@ async fn main() -> anyhow::Result<()> {
                 b.real_time_factor(),
                 r.real_time_factor(),
             );
+            if !meets(&b, &r) {
+                failures.push(format!("{model} {name}: batch {b:?} vs reference {r:?}"));
+            }
+            if let Some(l) = &l {
+                if !meets(l, &p) {
+                    failures.push(format!(
+                        "{model} {name}: live {l:?} vs phone reference {p:?}"
+                    ));
+                }
+            }
             report.push(serde_json::json!({
                 "model": model,
                 "subset": name,
@@ -516,5 +546,15 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
+    if args.check && !failures.is_empty() {
+        bail!("targets missed:\n{}", failures.join("\n"));
+    }
     Ok(())
+}
+
+/// The targets: errors within 1.05 × the reference's (or one more word),
+/// and no repeats.
+fn meets(path: &Score, reference: &Score) -> bool {
+    let (e, r) = (path.stats.errors() as f64, reference.stats.errors() as f64);
+    path.repeats == 0 && (e <= 1.05 * r || e <= r + 1.0)
 }

@@ -410,3 +410,46 @@ async fn audio_longer_than_one_window_is_transcribed_whole() {
     let last = t.segments.last().unwrap();
     assert!((30_000..=32_000).contains(&last.end_ms), "{last:?}");
 }
+
+/// The loop users hit ("Front, left, left, front, left…" for a two-word
+/// prompt): short real utterances (digits, single words, two-word
+/// commands, from media-fixtures/eval) through the batch path must not
+/// repeat what was not said, and must score as the full-window decode does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_real_utterances_transcribe_without_loops() {
+    use callstream::asr::eval::{has_new_repeat, Clip, Score};
+    let clips = Clip::load_manifest(&root().join("media-fixtures/eval")).unwrap();
+    let short: Vec<Clip> = Clip::slice(&clips, 16)
+        .into_iter()
+        .filter(|c| c.subset == "short")
+        .collect();
+    assert_eq!(short.len(), 16);
+    let engine = engine(2, 1);
+    let (mut batch, mut full) = (Score::default(), Score::default());
+    for clip in &short {
+        let got = callstream::asr::batch::transcribe_file(&engine, &clip.path)
+            .await
+            .unwrap()
+            .transcription
+            .text();
+        let reference = engine
+            .transcribe(
+                decode_file(&clip.path).unwrap().samples,
+                DecodeOptions {
+                    no_context: true,
+                    ..DecodeOptions::default()
+                },
+                Priority::Batch,
+            )
+            .await
+            .unwrap()
+            .text();
+        eprintln!("{:?}: {got:?} (full window: {reference:?})", clip.reference);
+        assert!(!has_new_repeat(&clip.reference, &got), "{got:?}");
+        batch.add(&clip.reference, &got, clip.duration_s, 0.0);
+        full.add(&clip.reference, &reference, clip.duration_s, 0.0);
+    }
+    let (b, f) = (batch.stats.errors() as f64, full.stats.errors() as f64);
+    eprintln!("short clips: batch {b} errors, full window {f} errors");
+    assert!(b <= (1.05 * f).max(f + 1.0), "batch {b} errors vs {f}");
+}

@@ -1090,6 +1090,34 @@ mod tests {
     }
 
     #[test]
+    fn loops_look_degenerate_and_speech_does_not() {
+        let users_saw = "Front, left, left, front, left, front, left, left, front, left,";
+        assert!(looks_degenerate(users_saw, 1_500, false));
+        assert!(looks_degenerate(
+            "thank you thank you thank you",
+            3_000,
+            false
+        ));
+        // Far more words than 1.2 s can hold.
+        assert!(looks_degenerate("a b c d e f g h i j", 1_200, false));
+        assert!(
+            looks_degenerate("Yes.", 800, true),
+            "ran into the token cap"
+        );
+        assert!(!looks_degenerate("Front left.", 1_500, false));
+        assert!(!looks_degenerate(
+            "Please check the number and dial again.",
+            2_600,
+            false
+        ));
+        assert!(!looks_degenerate(
+            "And so my fellow Americans, ask not what your country can do for you",
+            8_000,
+            false
+        ));
+    }
+
+    #[test]
     fn repetition_loops_collapse() {
         assert_eq!(
             collapse_repeats("thank you thank you thank you"),
