@@ -29,7 +29,7 @@ use anyhow::{bail, Context};
 use base64::Engine as _;
 use callstream::asr::engine::{AsrEngine, DecodeOptions, EngineConfig, Priority};
 use callstream::asr::eval::{has_new_repeat, Clip, Score};
-use callstream::config::{Config, Overrides};
+use callstream::config::Config;
 use callstream::providers::twilio::signature;
 use callstream::providers::twilio::stream::{frames, StreamTrack};
 use callstream::secret::Secret;
@@ -342,15 +342,7 @@ async fn live_path(
     let dir = tempfile::tempdir()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let mut cfg = Config::load(
-        None,
-        Vec::new(),
-        &Overrides {
-            listen: Some(addr),
-            data_dir: Some(dir.path().to_path_buf()),
-            public_url: None,
-        },
-    )?;
+    let mut cfg = Config::local(addr, dir.path())?;
     cfg.asr.model_path = model.to_path_buf();
     cfg.recording.enabled = false;
     cfg.jobs.enabled = false;

@@ -460,6 +460,21 @@ macro_rules! apply_env {
 
 impl Config {
     /// Loads file (if any), then environment, then flags; validates the result.
+    /// The defaults, serving on `listen` with data under `data_dir` (no
+    /// file, no environment): what an embedded gateway starts from (tests,
+    /// the evaluation).
+    pub fn local(listen: SocketAddr, data_dir: &Path) -> Result<Self, ConfigError> {
+        Self::load(
+            None,
+            Vec::new(),
+            &Overrides {
+                listen: Some(listen),
+                data_dir: Some(data_dir.to_path_buf()),
+                public_url: None,
+            },
+        )
+    }
+
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,

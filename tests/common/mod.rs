@@ -9,7 +9,7 @@ use std::time::Duration;
 use callstream::api::stream::{CallContext, SinkFactory, SinkSet};
 use callstream::api::transcription::{SpeechToText, TranscriptionSinks};
 use callstream::asr::engine::{AsrEngine, EngineConfig};
-use callstream::config::{Config, Overrides};
+use callstream::config::Config;
 use callstream::jobs::WorkerPool;
 use callstream::media::session::{PcmChunk, WidebandChunk};
 use callstream::media::sink::{SpillingSender, TranscriptionInput};
@@ -90,16 +90,7 @@ impl Base {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut cfg = Config::load(
-            None,
-            Vec::new(),
-            &Overrides {
-                listen: Some(addr),
-                data_dir: Some(dir.path().to_path_buf()),
-                public_url: None,
-            },
-        )
-        .unwrap();
+        let mut cfg = Config::local(addr, dir.path()).unwrap();
         cfg.shutdown_grace_secs = 5;
         tweak(&mut cfg);
         let store = Store::connect(&cfg.database_url()).await.unwrap();
