@@ -50,24 +50,13 @@ pub trait SpeechToText: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct LiveAdmission {
     slots: Arc<Semaphore>,
-    capacity: usize,
 }
 
 impl LiveAdmission {
     pub fn new(capacity: usize) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(capacity)),
-            capacity,
         }
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Live slots free now.
-    pub fn available(&self) -> usize {
-        self.slots.available_permits()
     }
 
     fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
@@ -413,9 +402,9 @@ impl SpeechToText for crate::asr::engine::AsrEngine {
         use crate::asr::engine::DecodeOptions;
         let partial = req.kind == DecodeKind::Partial;
         let opts = DecodeOptions {
-            // Live windows are short: an encoder sized to them (plus a
-            // second) is several times cheaper than the full 30 s one. The
-            // engine merges the sentence loops small encoders can produce.
+            // Live windows are short: a fitted encoder window (raised to the
+            // engine's floor, redone in full when the text looks like a
+            // loop) is cheaper than the full 30 s one.
             audio_ctx: DecodeOptions::fitted_audio_ctx(req.audio.len()),
             single_segment: partial,
             no_context: true,

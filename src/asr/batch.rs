@@ -87,13 +87,7 @@ pub async fn transcribe_file(engine: &AsrEngine, path: &Path) -> Result<FileTran
         .await
         .map_err(|_| FileError::Panicked)??;
     let samples = std::mem::take(&mut audio.samples);
-    let opts = DecodeOptions {
-        audio_ctx: DecodeOptions::fitted_audio_ctx(samples.len()),
-        // Each file on its own: a reused decoder state must not carry the
-        // last file's text in as context.
-        no_context: true,
-        ..DecodeOptions::default()
-    };
+    let opts = DecodeOptions::batch(samples.len());
     let transcription = engine.transcribe(samples, opts, Priority::Batch).await?;
     Ok(FileTranscript {
         audio,

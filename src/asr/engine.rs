@@ -209,6 +209,17 @@ impl DecodeOptions {
         (ctx < 1500).then_some(ctx as i32)
     }
 
+    /// Batch decoding of one whole recording or file of `n_samples`: a
+    /// fitted window (the engine raises it to its floor) and no context, so
+    /// a reused decoder state never carries another file's text in.
+    pub fn batch(n_samples: usize) -> Self {
+        Self {
+            audio_ctx: Self::fitted_audio_ctx(n_samples),
+            no_context: true,
+            ..Self::default()
+        }
+    }
+
     fn aborted(&self) -> bool {
         self.abort
             .as_ref()

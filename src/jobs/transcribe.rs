@@ -190,13 +190,7 @@ impl JobHandler for TranscriptionHandler {
             let peak = audio.samples.iter().fold(0f32, |m, s| m.max(s.abs()));
             if peak >= SILENT_PEAK {
                 heard.push(track);
-                let opts = DecodeOptions {
-                    audio_ctx: DecodeOptions::fitted_audio_ctx(audio.samples.len()),
-                    // Each track on its own: a reused decoder state must not
-                    // carry another call's text in as context.
-                    no_context: true,
-                    ..DecodeOptions::default()
-                };
+                let opts = DecodeOptions::batch(audio.samples.len());
                 let t = self
                     .engine
                     .transcribe(audio.samples, opts, Priority::Batch)
