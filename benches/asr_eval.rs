@@ -113,14 +113,19 @@ struct PathRun {
     secs: Vec<f64>,
 }
 
-fn engine_config(model: &Path, min_audio_ctx: Option<u32>) -> EngineConfig {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut cfg = EngineConfig {
-        model_path: model.to_path_buf(),
-        threads_per_job: cores,
-        max_parallel_jobs: 1,
-        ..EngineConfig::default()
+/// The engine `callstream transcribe` builds for these files, with the
+/// window floor asked for.
+fn engine_config(model: &str, clips: &[Clip], min_audio_ctx: Option<u32>) -> EngineConfig {
+    let args = callstream::asr::batch::TranscribeArgs {
+        files: clips.iter().map(|c| c.path.clone()).collect(),
+        format: callstream::asr::export::Format::Txt,
+        model: model.to_string(),
+        threads: None,
     };
+    let mut cfg = callstream::asr::batch::engine_config(
+        &args,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+    );
     if let Some(n) = min_audio_ctx {
         cfg.min_audio_ctx = n;
     }
@@ -164,32 +169,73 @@ fn reference_options() -> DecodeOptions {
 }
 
 /// Batch (the CLI's own path), the file's full-window reference, and the
-/// phone line's full-window reference.
+/// phone line's full-window reference. Each path runs subset by subset with
+/// as many clips at once as the engine has jobs (as `callstream transcribe`
+/// does with several files); a subset's wall time is shared among its clips
+/// by length, so the real-time factors are audio over wall time.
 async fn batch_paths(
     engine: &AsrEngine,
     clips: &[Clip],
     phone: &[Vec<f32>],
 ) -> anyhow::Result<(PathRun, PathRun, PathRun)> {
-    let (mut batch, mut reference, mut phone_ref) =
-        (PathRun::default(), PathRun::default(), PathRun::default());
-    for (clip, phone) in clips.iter().zip(phone) {
+    let jobs = engine.config().max_parallel_jobs;
+    let batch = timed_by_subset(clips, jobs, |i| async move {
+        let clip = &clips[i];
         let file = callstream::asr::batch::transcribe_file(engine, &clip.path)
             .await
             .with_context(|| format!("{}", clip.path.display()))?;
-        batch.secs.push(file.elapsed.as_secs_f64());
-        batch.hyps.push(file.transcription.text());
+        Ok(file.transcription.text())
+    })
+    .await?;
+    let reference = timed_by_subset(clips, jobs, |i| async move {
+        let samples = callstream::audio::decode_file(&clips[i].path)?.samples;
+        let t = engine
+            .transcribe(samples, reference_options(), Priority::Batch)
+            .await?;
+        Ok(t.text())
+    })
+    .await?;
+    let phone_ref = timed_by_subset(clips, jobs, |i| async move {
+        let t = engine
+            .transcribe(phone[i].clone(), reference_options(), Priority::Batch)
+            .await?;
+        Ok(t.text())
+    })
+    .await?;
+    Ok((batch, reference, phone_ref))
+}
 
-        let samples = callstream::audio::decode_file(&clip.path)?.samples;
-        for (samples, run) in [(samples, &mut reference), (phone.clone(), &mut phone_ref)] {
-            let started = Instant::now();
-            let t = engine
-                .transcribe(samples, reference_options(), Priority::Batch)
-                .await?;
-            run.secs.push(started.elapsed().as_secs_f64());
-            run.hyps.push(t.text());
+/// Runs `decode` on every clip, `jobs` at a time, one subset after another.
+async fn timed_by_subset<F, Fut>(clips: &[Clip], jobs: usize, decode: F) -> anyhow::Result<PathRun>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let mut run = PathRun {
+        hyps: vec![String::new(); clips.len()],
+        secs: vec![0.0; clips.len()],
+    };
+    let mut subsets: Vec<&str> = clips.iter().map(|c| c.subset.as_str()).collect();
+    subsets.sort_unstable();
+    subsets.dedup();
+    for subset in subsets {
+        let members: Vec<usize> = (0..clips.len())
+            .filter(|&i| clips[i].subset == subset)
+            .collect();
+        let started = Instant::now();
+        let texts: Vec<anyhow::Result<String>> = futures::stream::iter(members.iter().copied())
+            .map(&decode)
+            .buffered(jobs.max(1))
+            .collect()
+            .await;
+        let wall = started.elapsed().as_secs_f64();
+        let audio: f64 = members.iter().map(|&i| clips[i].duration_s).sum();
+        for (&i, text) in members.iter().zip(texts) {
+            run.hyps[i] = text?;
+            run.secs[i] = wall * clips[i].duration_s / audio.max(1e-9);
         }
     }
-    Ok((batch, reference, phone_ref))
+    Ok(run)
 }
 
 /// Where each clip of a call sits: (clip index, track, start ms, end ms).
@@ -435,7 +481,7 @@ async fn main() -> anyhow::Result<()> {
                 path.display()
             );
         }
-        let cfg = engine_config(&path, args.min_audio_ctx);
+        let cfg = engine_config(model, &clips, args.min_audio_ctx);
         let engine = tokio::task::spawn_blocking(move || AsrEngine::load(cfg)).await??;
         let (batch, reference, phone_ref) = batch_paths(&engine, &clips, &phone).await?;
         drop(engine);

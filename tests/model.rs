@@ -210,6 +210,35 @@ fn tiny_en_transcribes_jfk() {
     transcribe_jfk(&tiny_en(), "tiny.en");
 }
 
+/// The q8_0 copy: made from the installed f16 file, it is the recorded
+/// file (quantising is deterministic), whisper.cpp loads it with the
+/// matrices 8-bit and everything else as in the f16 file, and it still
+/// transcribes real speech.
+#[test]
+fn tiny_en_quantises_to_the_recorded_q8_0_file_and_transcribes_jfk() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ggml-tiny.en-q8_0.bin");
+    let summary = model::quantize::quantize_file(&tiny_en(), &out).unwrap();
+    assert_eq!(
+        Some(model::sha256_file(&out).unwrap().as_str()),
+        model::recorded_checksum("ggml-tiny.en-q8_0.bin")
+    );
+    let f16 = model::read_ggml_info(&tiny_en()).unwrap();
+    let q8 = model::read_ggml_info(&out).unwrap();
+    assert_eq!(q8.hparams.ftype, model::quantize::FTYPE_Q8_0);
+    assert_eq!(q8.vocabulary, f16.vocabulary);
+    assert_eq!(q8.tensors.len(), f16.tensors.len());
+    for (a, b) in f16.tensors.iter().zip(&q8.tensors) {
+        assert_eq!((&a.name, &a.dims), (&b.name, &b.dims));
+        let matrix = a.dims.len() == 2 && a.ty == model::GgmlType::F16;
+        let want = if matrix { model::GgmlType::Q8_0 } else { a.ty };
+        assert_eq!(b.ty, want, "{}", a.name);
+    }
+    assert_eq!(summary.quantized + summary.kept, f16.tensors.len());
+    assert!(summary.bytes_out * 10 < summary.bytes_in * 6, "{summary:?}");
+    transcribe_jfk(&out, "tiny.en-q8_0");
+}
+
 /// base is not needed by the rest of the suite, so it is not installed by
 /// default; run with `--ignored` after `scripts/install-model.sh base`.
 #[test]

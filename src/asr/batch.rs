@@ -9,6 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::engine::{
@@ -64,14 +65,18 @@ pub struct BatchSummary {
     pub failed: usize,
 }
 
-/// Options for the engine the CLI builds: the whole thread budget on one job
-/// at a time, since files are transcribed in order.
+/// Options for the engine the CLI builds from its thread budget (`--threads`,
+/// default all cores): one file gets every thread; several files are
+/// transcribed side by side, a thread each, since one short decode gains
+/// little from a second thread while a second file doubles the throughput.
 pub fn engine_config(args: &TranscribeArgs, models_dir: &Path) -> EngineConfig {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let budget = args.threads.unwrap_or(cores).max(1);
+    let jobs = budget.min(args.files.len()).max(1);
     EngineConfig {
         model_path: resolve_model(&args.model, models_dir),
-        threads_per_job: args.threads.unwrap_or(cores),
-        max_parallel_jobs: 1,
+        threads_per_job: budget / jobs,
+        max_parallel_jobs: jobs,
         ..EngineConfig::default()
     }
 }
@@ -120,11 +125,13 @@ pub fn render_file(format: Format, path: &Path, file: &FileTranscript) -> String
     }
 }
 
-/// Runs the command: loads the model, transcribes each file in order,
-/// writes transcripts to `out` and per-file problems to stderr. Only a
+/// Runs the command: loads the model, transcribes the files (as many at
+/// once as the engine has jobs), writes transcripts to `out` in the order
+/// given and per-file problems to stderr. Only a
 /// failure to set up the engine is an `Err`; file failures are counted.
 pub async fn run(args: TranscribeArgs, out: &mut dyn Write) -> Result<BatchSummary, AsrError> {
     let config = engine_config(&args, Path::new("models"));
+    let jobs = config.max_parallel_jobs;
     let engine = tokio::task::spawn_blocking(move || AsrEngine::load(config))
         .await
         .map_err(|_| AsrError::Panicked)??;
@@ -147,9 +154,13 @@ pub async fn run(args: TranscribeArgs, out: &mut dyn Write) -> Result<BatchSumma
     };
 
     let mut summary = BatchSummary::default();
-    for path in &args.files {
+    // `buffered` runs `jobs` files ahead but yields them in order.
+    let engine = &engine;
+    let mut results = futures::stream::iter(&args.files)
+        .map(|path| async move { (path, transcribe_file(engine, path).await) })
+        .buffered(jobs);
+    while let Some((path, result)) = results.next().await {
         progress.set_message(path.display().to_string());
-        let result = transcribe_file(&engine, path).await;
         // Keep the bar from interleaving with what we print.
         progress.suspend(|| match &result {
             Ok(file) => {

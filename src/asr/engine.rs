@@ -210,12 +210,15 @@ impl DecodeOptions {
     }
 
     /// Batch decoding of one whole recording or file of `n_samples`: a
-    /// fitted window (the engine raises it to its floor) and no context, so
-    /// a reused decoder state never carries another file's text in.
+    /// fitted window (the engine raises it to its floor), no context, so a
+    /// reused decoder state never carries another file's text in, and
+    /// greedy only (a degenerate decode is redone with the full window
+    /// instead), so the same file always gives the same transcript.
     pub fn batch(n_samples: usize) -> Self {
         Self {
             audio_ctx: Self::fitted_audio_ctx(n_samples),
             no_context: true,
+            no_fallback: true,
             ..Self::default()
         }
     }
@@ -426,7 +429,21 @@ impl Inner {
 
     /// Runs Whisper on a pooled state. Called with a scheduler permit held,
     /// so at most `max_parallel_jobs` states exist.
+    ///
+    /// A run that may fall back to sampling gets a fresh state instead:
+    /// whisper.cpp samples from a random generator kept in the state and
+    /// seeded when the state is made, so on a reused state the same audio
+    /// could come out differently depending on what the state decoded
+    /// before ("removed." after four files, "We moved." after five). Greedy
+    /// runs read no randomness and share states safely.
     fn run(&self, samples: &[f32], opts: &DecodeOptions) -> Result<Transcription, AsrError> {
+        if !opts.no_fallback {
+            let mut state = self
+                .ctx
+                .create_state()
+                .map_err(|e| AsrError::Whisper(format!("cannot create state: {e}")))?;
+            return self.run_on(&mut state, samples, opts);
+        }
         let pooled = self.lock_states().pop();
         let mut state = match pooled {
             Some(s) => s,

@@ -168,9 +168,28 @@ fn not_found(e: io::Error) -> StorageError {
     }
 }
 
-/// `true` when the lock was taken; `false` when another holder has it.
+/// How long a lock held by someone else may take to go away before the
+/// object counts as held by a live writer.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `true` when the lock was taken; `false` when another holder keeps it.
+///
+/// A lock the writer has just released can still be held for a moment by
+/// a child process that another thread forked and that has not reached
+/// `exec` yet (the child shares the writer's file description until its
+/// close-on-exec runs), so a refusal is retried for [`LOCK_GRACE`]: a live
+/// writer holds its lock for the whole call, a fork for microseconds.
 fn try_lock(file: &File) -> io::Result<bool> {
-    fs4::fs_std::FileExt::try_lock_exclusive(file)
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        if fs4::fs_std::FileExt::try_lock_exclusive(file)? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 impl Storage for LocalStorage {

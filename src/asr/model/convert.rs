@@ -20,11 +20,13 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Write;
 
+use half::{bf16, f16};
+
 use super::ct2::{Ct2Model, DType, Variable};
 use super::error::ModelError;
 use super::ggml::{self, GgmlType, Hparams};
-use super::half::{bf16_to_f32, f16_to_f32, f32_to_f16};
 use super::mel::mel_filters;
+use super::quantize;
 use super::vocab::ggml_vocabulary;
 
 /// Whisper's audio front end: 16 kHz, 400-sample FFT.
@@ -131,11 +133,21 @@ impl<'a> Planned<'_, 'a> {
         match (src.dtype, self.ty) {
             (DType::F16, GgmlType::F16) | (DType::F32, GgmlType::F32) => Cow::Borrowed(bytes),
             (_, ty) => {
-                let mut out = Vec::with_capacity(n * ty.size());
-                for v in floats(src.dtype, bytes) {
-                    match ty {
-                        GgmlType::F32 => out.extend_from_slice(&v.to_le_bytes()),
-                        GgmlType::F16 => out.extend_from_slice(&f32_to_f16(v).to_le_bytes()),
+                let mut out = Vec::with_capacity(ty.bytes(n).unwrap_or(0));
+                match ty {
+                    GgmlType::F32 => {
+                        for v in floats(src.dtype, bytes) {
+                            out.extend_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                    GgmlType::F16 => {
+                        for v in floats(src.dtype, bytes) {
+                            out.extend_from_slice(&f16::from_f32(v).to_le_bytes());
+                        }
+                    }
+                    GgmlType::Q8_0 => {
+                        let values: Vec<f32> = floats(src.dtype, bytes).collect();
+                        quantize::q8_0(&values, &mut out);
                     }
                 }
                 Cow::Owned(out)
@@ -148,8 +160,8 @@ impl<'a> Planned<'_, 'a> {
 fn floats(dtype: DType, bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
     let es = dtype.size();
     bytes.chunks_exact(es).map(move |b| match dtype {
-        DType::F16 => f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
-        DType::BF16 => bf16_to_f32(u16::from_le_bytes([b[0], b[1]])),
+        DType::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+        DType::BF16 => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
         _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
     })
 }
@@ -530,7 +542,7 @@ mod tests {
     fn f16s(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
         values
             .into_iter()
-            .flat_map(|v| f32_to_f16(v).to_le_bytes())
+            .flat_map(|v| f16::from_f32(v).to_le_bytes())
             .collect()
     }
 
@@ -725,7 +737,7 @@ mod tests {
         // Fused rows: Q|K|V hold 1, 2, 3 and K|V hold 1, 2.
         let first_f16 = |name: &str| {
             let o = t(name).offset as usize;
-            f16_to_f32(u16::from_le_bytes([bytes[o], bytes[o + 1]]))
+            f16::from_le_bytes([bytes[o], bytes[o + 1]]).to_f32()
         };
         let first_f32 = |name: &str| {
             let o = t(name).offset as usize;
@@ -770,7 +782,7 @@ mod tests {
                     let data = data
                         .chunks_exact(2)
                         .flat_map(|b| {
-                            let v = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+                            let v = f16::from_le_bytes([b[0], b[1]]).to_f32();
                             let b32 = v.to_le_bytes();
                             // All test values are exact in bfloat16 too.
                             if width == 4 {
@@ -795,7 +807,7 @@ mod tests {
         let mut vars = whisper_vars();
         let mut bias = f16s((0..3 * S).map(|i| if i / S == 1 { 0.0 } else { 1.0 }));
         // Element S + 3 is in the key block (2 bytes per element).
-        bias[2 * (S + 3)..2 * (S + 4)].copy_from_slice(&f32_to_f16(0.01).to_le_bytes());
+        bias[2 * (S + 3)..2 * (S + 4)].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
         set(
             &mut vars,
             "encoder/layer_0/self_attention/linear_0/bias",

