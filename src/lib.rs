@@ -1,15 +1,17 @@
 //! callstream: a real-time media gateway for a multi-tenant contact center.
 //!
 //! Data path: provider WebSocket → [`providers`] (wire frames, auth) →
-//! [`media`] (sans-IO decode, placement, resampling) → sinks; lifecycle and
-//! records in [`store`]; HTTP in [`api`]. Only `api` and this file wire the
-//! domains together.
+//! [`gateway`] (the call runtime: per-call actor, sinks) → [`media`]
+//! (sans-IO decode, placement, resampling) → sinks; lifecycle and records
+//! in [`store`]; HTTP in [`api`]. Only `api`, `jobs` and this file wire
+//! the domains together.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod asr;
 pub mod audio;
 pub mod config;
+pub mod gateway;
 pub mod jobs;
 pub mod loadgen;
 pub mod media;
@@ -126,7 +128,7 @@ impl Gateway {
         let token_secret = load_token_secret(&config).map_err(BuildError::TokenSecret)?;
         let mut state = AppState::new(store.clone(), config.clone(), token_secret);
         if let Some(engine) = &engine {
-            state.sinks = Arc::new(api::transcription::TranscriptionSinks {
+            state.sinks = Arc::new(gateway::transcription::TranscriptionSinks {
                 engine: engine.clone(),
                 store: store.clone(),
                 hub: state.captions.clone(),
@@ -134,7 +136,7 @@ impl Gateway {
                 queue: config.stream.transcription_queue,
                 tracker: state.sessions.tracker(),
                 metrics: state.metrics.clone(),
-                admission: api::transcription::LiveAdmission::new(config.asr.live_capacity()),
+                admission: gateway::transcription::LiveAdmission::new(config.asr.live_capacity()),
             });
         }
         if config.recording.enabled {
@@ -149,7 +151,7 @@ impl Gateway {
                     "recordings recovered from a previous run"
                 );
             }
-            state.sinks = Arc::new(api::recording::RecordingSinks {
+            state.sinks = Arc::new(gateway::recording::RecordingSinks {
                 recordings: recordings.clone(),
                 queue: config.stream.recording_queue,
                 tracker: state.sessions.tracker(),

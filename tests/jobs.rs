@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use callstream::api::recording::RecordingSinks;
 use callstream::config::Config;
+use callstream::gateway::recording::RecordingSinks;
 use callstream::jobs::{
     fetch, is_finished, transcribe, JobContext, JobError, JobHandler, PoolSettings, WorkerPool,
 };

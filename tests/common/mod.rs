@@ -6,10 +6,10 @@ pub mod mock_twilio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use callstream::api::stream::{CallContext, SinkFactory, SinkSet};
-use callstream::api::transcription::{SpeechToText, TranscriptionSinks};
 use callstream::asr::engine::{AsrEngine, EngineConfig};
 use callstream::config::Config;
+use callstream::gateway::transcription::{SpeechToText, TranscriptionSinks};
+use callstream::gateway::{CallContext, SinkFactory, SinkSet};
 use callstream::jobs::WorkerPool;
 use callstream::media::session::{PcmChunk, WidebandChunk};
 use callstream::media::sink::{SpillingSender, TranscriptionInput};
@@ -173,7 +173,7 @@ impl TestServer {
                     queue: state.config.stream.transcription_queue,
                     tracker: state.sessions.tracker(),
                     metrics: state.metrics.clone(),
-                    admission: callstream::api::transcription::LiveAdmission::new(64),
+                    admission: callstream::gateway::transcription::LiveAdmission::new(64),
                 })
             },
         )
