@@ -255,8 +255,22 @@ impl SessionRegistry {
 
     /// Waits for sessions to finish; `false` if the deadline passed first.
     pub async fn wait(&self, deadline: Duration) -> bool {
-        tokio::time::timeout(deadline, self.inner.tracker.wait())
+        self.wait_until(tokio::time::Instant::now() + deadline)
+            .await
+    }
+
+    /// [`SessionRegistry::wait`] against a deadline shared with the rest of
+    /// shutdown.
+    pub async fn wait_until(&self, deadline: tokio::time::Instant) -> bool {
+        tokio::time::timeout_at(deadline, self.inner.tracker.wait())
             .await
             .is_ok()
+    }
+
+    /// Per-call tasks alive now: sessions and the recording and live
+    /// transcription work they started (what shutdown waits for). Zero
+    /// when no call is streaming and every ended call is finalised.
+    pub fn tracked_tasks(&self) -> usize {
+        self.inner.tracker.len()
     }
 }
