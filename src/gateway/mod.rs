@@ -11,6 +11,7 @@
 //! socket.
 
 mod call_log;
+pub mod config;
 pub mod quota;
 pub mod recording;
 pub mod registry;
