@@ -403,7 +403,7 @@ async fn live_path(
     let engine = tokio::task::spawn_blocking(move || AsrEngine::load(engine_cfg)).await??;
     let gateway = callstream::Gateway::build(cfg, store.clone(), Some(Arc::new(engine))).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(callstream::serve(listener, gateway.state, async move {
+    let server = tokio::spawn(callstream::serve(listener, gateway, async move {
         let _ = stop_rx.await;
     }));
 

@@ -1,15 +1,18 @@
 //! callstream: a real-time media gateway for a multi-tenant contact center.
 //!
 //! Data path: provider WebSocket → [`providers`] (wire frames, auth) →
-//! [`media`] (sans-IO decode, placement, resampling) → sinks; lifecycle and
-//! records in [`store`]; HTTP in [`api`]. Only `api` and this file wire the
-//! domains together.
+//! [`gateway`] (the call runtime: per-call actor, sinks) → [`media`]
+//! (sans-IO decode, placement, resampling) → sinks; lifecycle and records
+//! in [`store`]; HTTP in [`api`]. Only `api`, `jobs` and this file wire
+//! the domains together.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod asr;
 pub mod audio;
 pub mod config;
+pub mod gateway;
 pub mod jobs;
 pub mod loadgen;
 pub mod media;
@@ -30,20 +33,35 @@ pub use api::{app, AppState};
 
 use crate::secret::Secret;
 
-/// Serves `state` on `listener` until `shutdown` resolves, then winds down:
-/// stop accepting, ask open streams to finish (calls marked interrupted,
-/// sinks flushed), wait up to the configured grace period, and mark whatever
-/// is still open as interrupted. Connections are capped and timed out as
-/// `[http]` says ([`api::server`]).
+/// What shutdown had to force at its deadline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Streams still open at the deadline, marked interrupted.
+    pub streams_forced: usize,
+    /// Job attempts still running at the deadline were abandoned (their
+    /// leases lapse; the jobs are claimed again later).
+    pub jobs_forced: bool,
+    /// A retention sweep still running at the deadline was stopped (the
+    /// next one finishes it).
+    pub retention_forced: bool,
+}
+
+/// Serves the assembled gateway on `listener` until `shutdown` resolves,
+/// then winds everything down against one deadline, `shutdown_grace_secs`
+/// from that moment: stop accepting, ask open streams to finish (calls
+/// marked interrupted, sinks flushed), stop claiming jobs and stop the
+/// retention worker, all at once; whatever still runs at the deadline is
+/// forced (streams marked interrupted, job attempts and a retention sweep
+/// abandoned). Connections are capped and timed out as `[http]` says
+/// ([`api::server`]).
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<ShutdownReport> {
+    let Gateway { state, jobs } = gateway;
     let sessions = state.sessions.clone();
     let grace = state.config.shutdown_grace();
-    // Retention runs while we serve; it stops (finishing a sweep in
-    // progress) once streams have wound down.
     let stop_retention = tokio_util::sync::CancellationToken::new();
     let retention = state.recordings.clone().map(|recordings| {
         recording::retention::spawn(
@@ -55,24 +73,59 @@ pub async fn serve(
     });
     let router = app(state.clone());
     let signal_sessions = sessions.clone();
+    let signal_retention = stop_retention.clone();
+    let jobs_ref = jobs.as_ref();
     // Not `axum::serve`: it has no header-read, idle or body timeout and
     // no connection cap (see `api::server`).
-    api::server::run(
+    let deadline = api::server::run(
         listener,
         router,
         api::server::Limits::from(&state.config.http),
         state.metrics.clone(),
         async move {
             shutdown.await;
-            tracing::info!("shutting down: no new streams; finishing open ones");
+            let deadline = tokio::time::Instant::now() + grace;
+            tracing::info!("shutting down: no new streams or jobs; finishing open ones");
             signal_sessions.begin_shutdown();
+            signal_retention.cancel();
+            if let Some(jobs) = jobs_ref {
+                jobs.stop_claiming();
+            }
+            deadline
         },
-        grace,
     )
     .await?;
-    if !sessions.wait(grace).await {
+    let (sessions_done, jobs_done, retention_done) = tokio::join!(
+        sessions.wait_until(deadline),
+        async {
+            match jobs {
+                Some(jobs) => jobs.stop_by(deadline).await,
+                None => true,
+            }
+        },
+        async {
+            let Some(mut task) = retention else {
+                return true;
+            };
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(_) => true,
+                Err(_) => {
+                    tracing::warn!("retention sweep still running at shutdown; stopped");
+                    task.abort();
+                    false
+                }
+            }
+        },
+    );
+    let mut report = ShutdownReport {
+        jobs_forced: !jobs_done,
+        retention_forced: !retention_done,
+        ..ShutdownReport::default()
+    };
+    if !sessions_done {
         let now = store::now_ms();
         for (tenant, call) in sessions.open_calls() {
+            report.streams_forced += 1;
             tracing::warn!(call_id = %call, "stream did not finish within the grace period");
             let detail = serde_json::json!({"forced": true});
             let _ = state
@@ -85,11 +138,95 @@ pub async fn serve(
                 .await;
         }
     }
-    stop_retention.cancel();
-    if let Some(task) = retention {
-        let _ = task.await;
+    Ok(report)
+}
+
+/// Why `callstream serve` could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("cannot open the database: {0}")]
+    Database(store::StoreError),
+    #[error("cannot close the calls left open by a previous run: {0}")]
+    Recover(store::StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, std::io::Error),
+    #[error(
+        "live transcription is enabled (asr.enabled) but the Whisper model cannot be loaded: {0}"
+    )]
+    Model(asr::engine::AsrError),
+    #[error("the model loader failed: {0}")]
+    ModelTask(tokio::task::JoinError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `callstream serve`: opens the database (on SQLite, first closing what a
+/// killed run left open: one node owns every stream), loads the Whisper
+/// model when `[asr] enabled`, builds the gateway and serves it until
+/// `shutdown` resolves ([`serve`]).
+pub async fn run(
+    cfg: config::Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ShutdownReport, ServeError> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| ServeError::DataDir(cfg.data_dir.display().to_string(), e))?;
+    let store = store::Store::connect(&cfg.database_url())
+        .await
+        .map_err(ServeError::Database)?;
+    if store.backend() == store::Backend::Sqlite {
+        // A single node owns every stream: whatever was open when it last
+        // stopped cannot still be streaming.
+        let now = store::now_ms();
+        let open = store
+            .interrupt_open_calls(now)
+            .await
+            .map_err(ServeError::Recover)?;
+        for (tenant, call) in open {
+            tracing::warn!(call_id = %call, "call left open by a previous run marked interrupted");
+            let detail = serde_json::json!({"reason": "gateway restarted"});
+            store
+                .append_call_log(&tenant, &call, "gateway_restart", &detail, now)
+                .await
+                .map_err(ServeError::Recover)?;
+        }
+        store
+            .close_open_stream_usage(now)
+            .await
+            .map_err(ServeError::Recover)?;
     }
-    Ok(())
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| ServeError::Listen(cfg.listen, e))?;
+    tracing::info!(
+        listen = %cfg.listen,
+        public_url = %cfg.public_url(),
+        "callstream serving"
+    );
+    let engine = if cfg.asr.enabled {
+        let engine_cfg = cfg.asr.engine();
+        let engine = tokio::task::spawn_blocking(move || asr::engine::AsrEngine::load(engine_cfg))
+            .await
+            .map_err(ServeError::ModelTask)?
+            .map_err(ServeError::Model)?;
+        tracing::info!(model = %cfg.asr.model_path.display(), "live transcription on");
+        Some(std::sync::Arc::new(engine))
+    } else {
+        None
+    };
+    if cfg.recording.enabled {
+        tracing::info!(dir = %cfg.recording_dir().display(), "recording on");
+    } else {
+        tracing::info!("recording off (recording.enabled = false)");
+    }
+    let gateway = Gateway::build(cfg, store.clone(), engine).await?;
+    let report = serve(listener, gateway, shutdown).await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(report)
 }
 
 /// Why [`Gateway::build`] could not assemble the gateway.
@@ -126,7 +263,7 @@ impl Gateway {
         let token_secret = load_token_secret(&config).map_err(BuildError::TokenSecret)?;
         let mut state = AppState::new(store.clone(), config.clone(), token_secret);
         if let Some(engine) = &engine {
-            state.sinks = Arc::new(api::transcription::TranscriptionSinks {
+            state.sinks = Arc::new(gateway::transcription::TranscriptionSinks {
                 engine: engine.clone(),
                 store: store.clone(),
                 hub: state.captions.clone(),
@@ -134,7 +271,7 @@ impl Gateway {
                 queue: config.stream.transcription_queue,
                 tracker: state.sessions.tracker(),
                 metrics: state.metrics.clone(),
-                admission: api::transcription::LiveAdmission::new(config.asr.live_capacity()),
+                admission: gateway::transcription::LiveAdmission::new(config.asr.live_capacity()),
             });
         }
         if config.recording.enabled {
@@ -149,7 +286,7 @@ impl Gateway {
                     "recordings recovered from a previous run"
                 );
             }
-            state.sinks = Arc::new(api::recording::RecordingSinks {
+            state.sinks = Arc::new(gateway::recording::RecordingSinks {
                 recordings: recordings.clone(),
                 queue: config.stream.recording_queue,
                 tracker: state.sessions.tracker(),

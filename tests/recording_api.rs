@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use callstream::api::recording::RecordingSinks;
+use callstream::gateway::recording::RecordingSinks;
 use callstream::media::codec::Codec;
 use callstream::providers::twilio::stream::StreamTrack;
 use callstream::recording::signing::{SigningKey, SigningKeys, UrlSigner};

@@ -6,9 +6,11 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
+use callstream::gateway::{run_session, Inbound, OutFrame, PreAuth, SocketError};
 use callstream::media::codec::Codec;
 use callstream::media::Track;
 use callstream::providers::twilio::stream::StreamTrack;
+use callstream::store::TwilioCredentials;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -569,4 +571,97 @@ async fn rest_api_is_authenticated_and_tenant_scoped() {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+/// A provider socket made of two channels: what the test sends in, and
+/// what the session writes back.
+struct ChannelSocket {
+    rx: futures::channel::mpsc::UnboundedReceiver<Result<Inbound<String>, SocketError>>,
+    tx: futures::channel::mpsc::UnboundedSender<OutFrame>,
+}
+
+impl futures::Stream for ChannelSocket {
+    type Item = Result<Inbound<String>, SocketError>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_next_unpin(cx)
+    }
+}
+
+impl futures::Sink<OutFrame> for ChannelSocket {
+    type Error = futures::channel::mpsc::SendError;
+    fn poll_ready(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.tx.poll_ready_unpin(cx)
+    }
+    fn start_send(mut self: std::pin::Pin<&mut Self>, item: OutFrame) -> Result<(), Self::Error> {
+        self.tx.start_send_unpin(item)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.tx.poll_flush_unpin(cx)
+    }
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.tx.poll_close_unpin(cx)
+    }
+}
+
+/// The call runtime needs no WebSocket: the same Twilio frames through
+/// channels place the same audio, and `stop` is answered with a 1000 close.
+#[tokio::test]
+async fn a_session_runs_over_any_stream_and_sink() {
+    let server = TestServer::start().await;
+    let (in_tx, rx) = futures::channel::mpsc::unbounded();
+    let (tx, mut out_rx) = futures::channel::mpsc::unbounded();
+    let auth = PreAuth::Signed(TwilioCredentials {
+        tenant_id: server.tenant_id.clone(),
+        account_sid: ACCOUNT_SID.to_string(),
+        auth_token: callstream::secret::Secret::new(AUTH_TOKEN),
+    });
+    let session = tokio::spawn(run_session(
+        ChannelSocket { rx, tx },
+        server.state.runtime(),
+        auth,
+    ));
+    let text = |m: Message| Ok(Inbound::Text(m.into_text().unwrap().to_string()));
+    let mut call = Call::new();
+    let frames = jfk_frames()[..20].to_vec();
+    in_tx.unbounded_send(text(call.start(&[]))).unwrap();
+    for (i, payload) in frames.iter().enumerate() {
+        let ts = i as u64 * 20;
+        for track in [StreamTrack::Inbound, StreamTrack::Outbound] {
+            in_tx
+                .unbounded_send(text(call.media(track, i as u64 + 1, ts, payload)))
+                .unwrap();
+        }
+    }
+    in_tx.unbounded_send(text(call.stop())).unwrap();
+    assert_eq!(
+        out_rx.next().await,
+        Some(OutFrame::Close {
+            code: 1000,
+            reason: "stream stopped"
+        })
+    );
+    session.await.unwrap();
+    let samples = decoded(&frames).len();
+    eventually(|| async { track_pcm(&server.captured, Track::Agent).len() == samples }).await;
+    assert_eq!(track_pcm(&server.captured, Track::Caller), decoded(&frames));
+    assert_eq!(track_pcm(&server.captured, Track::Agent), decoded(&frames));
+    let calls = server
+        .store
+        .list_calls(&server.tenant_id, 10, None)
+        .await
+        .unwrap()
+        .calls;
+    assert_eq!(calls[0].status.as_str(), "completed");
 }

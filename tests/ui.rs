@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use callstream::api::stream::{NoSinks, SinkFactory};
-use callstream::api::transcription::TranscriptionSinks;
 use callstream::asr::live::{CaptionEvent, FinalSegment, LiveConfig};
+use callstream::gateway::transcription::TranscriptionSinks;
+use callstream::gateway::{NoSinks, SinkFactory};
 use callstream::media::codec::Codec;
 use callstream::media::Track;
 use callstream::providers::twilio::signature;
@@ -312,7 +312,7 @@ async fn live_call_is_captioned_on_the_page() {
             queue: 4096,
             tracker: state.sessions.tracker(),
             metrics: state.metrics.clone(),
-            admission: callstream::api::transcription::LiveAdmission::new(4),
+            admission: callstream::gateway::transcription::LiveAdmission::new(4),
         })
     })
     .await;

@@ -3,10 +3,13 @@
 # starts `callstream serve` on a random port, waiting until it answers.
 # Sets: bin dir port sid token api_key pid. The caller's EXIT trap should
 # run stop_gateway. Usage: start_gateway NAME [serve args...]
+# BIN=PATH runs that binary instead of building one (to compare two builds).
 start_gateway() {
   local name=$1; shift
-  cargo build --release --quiet
-  bin=${CARGO_TARGET_DIR:-target}/release/callstream
+  if [ -n "${BIN:-}" ]; then bin=$BIN; else
+    cargo build --release --quiet
+    bin=${CARGO_TARGET_DIR:-target}/release/callstream
+  fi
   dir=$(mktemp -d)
   port=$(( 20000 + RANDOM % 20000 ))
   sid=AC$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')

@@ -11,14 +11,11 @@ pub mod openapi;
 mod phone_numbers;
 pub mod quota;
 pub mod rbac;
-pub mod recording;
 pub mod recordings;
 pub mod routes;
 pub mod server;
 mod settings;
 pub mod stream;
-pub mod transcription;
-mod twilio_auth;
 mod ui;
 mod usage;
 mod webhooks;
@@ -31,13 +28,13 @@ use axum::response::IntoResponse;
 use axum::Router;
 
 pub use error::AppError;
-pub use stream::{SessionRegistry, SinkFactory};
 
 use crate::config::Config;
+use crate::gateway::twilio_auth::TwilioAuth;
+use crate::gateway::{SessionRegistry, SinkFactory};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::store::Store;
-use twilio_auth::TwilioAuth;
 
 /// Everything request handlers share; cheap to clone.
 #[derive(Clone)]
@@ -93,7 +90,7 @@ impl AppState {
             config: Arc::new(config),
             metrics,
             token_secret: Arc::new(token_secret),
-            sinks: Arc::new(stream::NoSinks),
+            sinks: Arc::new(crate::gateway::NoSinks),
             captions: crate::asr::captions::CaptionHub::new(),
             recordings: None,
             provider,
@@ -103,6 +100,19 @@ impl AppState {
 }
 
 impl AppState {
+    /// What the call runtime needs of this state, for a stream's session.
+    pub fn runtime(&self) -> crate::gateway::Runtime {
+        crate::gateway::Runtime {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            twilio: self.twilio.clone(),
+            token_secret: self.token_secret.clone(),
+            sessions: self.sessions.clone(),
+            sinks: self.sinks.clone(),
+        }
+    }
+
     /// The tenant's account at the telephony provider, for requests made on
     /// its behalf; 409 when the tenant has none configured.
     pub async fn provider_credentials(

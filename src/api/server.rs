@@ -60,31 +60,32 @@ impl From<&HttpConfig> for Limits {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; then stops
-/// accepting, asks every connection to finish its request in flight, and
-/// waits for them up to `grace`.
+/// Serves `router` on `listener` until `shutdown` resolves to the shutdown
+/// deadline; then stops accepting, asks every connection to finish its
+/// request in flight, and waits for them until that deadline, which it
+/// returns (the caller winds the rest down against the same one).
 pub async fn run(
     listener: TcpListener,
     router: Router,
     limits: Limits,
     metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) -> io::Result<()> {
+    shutdown: impl Future<Output = Instant>,
+) -> io::Result<Instant> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     tokio::pin!(shutdown);
-    loop {
+    let deadline = loop {
         let permit = tokio::select! {
-            _ = &mut shutdown => break,
+            deadline = &mut shutdown => break deadline,
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(p) => p,
-                Err(_) => break,
+                // Never closed; were it, accept nothing more until shutdown.
+                Err(_) => break (&mut shutdown).await,
             },
         };
         let tcp = tokio::select! {
-            _ = &mut shutdown => break,
+            deadline = &mut shutdown => break deadline,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => tcp,
                 Err(e) => {
@@ -104,14 +105,17 @@ pub async fn run(
             stop.clone(),
             permit,
         ));
-    }
+    };
     drop(listener);
     stop.cancel();
     tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("HTTP connections still open after the grace period; dropping them");
     }
-    Ok(())
+    Ok(deadline)
 }
 
 /// What a connection has been doing, for its timeouts. Times are

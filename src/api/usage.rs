@@ -9,8 +9,8 @@ use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
 use super::auth::Auth;
 use super::error::ApiQuery;
-use super::quota::month_bounds;
 use super::{AppError, AppState};
+use crate::gateway::quota::month_bounds;
 use crate::store::{now_ms, CallUsage};
 
 #[derive(Debug, Deserialize)]

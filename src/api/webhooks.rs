@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::phone_numbers::STATUS_PATH;
-use super::quota::{self, At, Quota};
 use super::AppState;
+use crate::gateway::quota::{self, At, Quota};
 use crate::providers::model::{
     Announcement, CallDirection, CallStatus as ProviderStatus, Party, Rejection, StatusEvent,
     StreamAnswer, StreamMode, WebhookError, WebhookRequest,
@@ -269,12 +269,19 @@ pub async fn voice(
         .max_concurrent_streams
         .is_some_and(|limit| state.sessions.tenant_streams(tenant) >= limit)
     {
-        quota::rejected(&state, Quota::ConcurrentStreams, At::CallAnswer);
+        quota::rejected(&state.metrics, Quota::ConcurrentStreams, At::CallAnswer);
         over = Some(Quota::ConcurrentStreams);
     }
     if over.is_none() {
-        over = match quota::exhausted_for_call(&state, tenant, &settings, &policy, At::CallAnswer)
-            .await
+        over = match quota::exhausted_for_call(
+            &state.store,
+            &state.metrics,
+            tenant,
+            &settings,
+            &policy,
+            At::CallAnswer,
+        )
+        .await
         {
             Ok(q) => q,
             Err(e) => return internal("cannot check quotas", e),

@@ -212,18 +212,30 @@ impl WorkerPool {
     /// then abandons them: their leases lapse and the jobs are claimed
     /// again by the next pool (here after a restart, or on another node).
     pub async fn stop(self, grace: Duration) {
+        self.stop_by(tokio::time::Instant::now() + grace).await;
+    }
+
+    /// [`WorkerPool::stop`] against a deadline shared with the rest of
+    /// shutdown; `false` when running attempts had to be abandoned.
+    pub async fn stop_by(self, deadline: tokio::time::Instant) -> bool {
         self.cancel.cancel();
-        if tokio::time::timeout(grace, self.tracker.wait())
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
             .await
-            .is_err()
+            .is_ok()
         {
-            tracing::warn!(
-                "jobs still running at shutdown; they will be retried after their lease"
-            );
-            for t in &self.tasks {
-                t.abort();
-            }
+            return true;
         }
+        tracing::warn!("jobs still running at shutdown; they will be retried after their lease");
+        for t in &self.tasks {
+            t.abort();
+        }
+        false
+    }
+
+    /// Stops claiming jobs now (running attempts go on); the first step of
+    /// [`WorkerPool::stop_by`], for a shutdown that begins before it waits.
+    pub fn stop_claiming(&self) {
+        self.cancel.cancel();
     }
 
     /// Kills the workers at once, as a crash would (tests of lease expiry).

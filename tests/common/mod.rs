@@ -6,10 +6,10 @@ pub mod mock_twilio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use callstream::api::stream::{CallContext, SinkFactory, SinkSet};
-use callstream::api::transcription::{SpeechToText, TranscriptionSinks};
 use callstream::asr::engine::{AsrEngine, EngineConfig};
 use callstream::config::Config;
+use callstream::gateway::transcription::{SpeechToText, TranscriptionSinks};
+use callstream::gateway::{CallContext, SinkFactory, SinkSet};
 use callstream::jobs::WorkerPool;
 use callstream::media::session::{PcmChunk, WidebandChunk};
 use callstream::media::sink::{SpillingSender, TranscriptionInput};
@@ -17,7 +17,7 @@ use callstream::providers::twilio::signature;
 use callstream::providers::twilio::stream::{frames, StreamTrack};
 use callstream::secret::Secret;
 use callstream::store::{Role, Store};
-use callstream::{AppState, Gateway};
+use callstream::{AppState, Gateway, ShutdownReport};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -115,13 +115,13 @@ impl Base {
     fn serve(self, state: AppState, jobs: Option<WorkerPool>, captured: Captured) -> TestServer {
         let addr = self.listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(callstream::serve(
-            self.listener,
-            state.clone(),
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let gateway = Gateway {
+            state: state.clone(),
+            jobs,
+        };
+        let task = tokio::spawn(callstream::serve(self.listener, gateway, async move {
+            let _ = rx.await;
+        }));
         TestServer {
             addr,
             state,
@@ -129,7 +129,6 @@ impl Base {
             tenant_id: self.tenant_id,
             api_key: self.api_key,
             captured,
-            jobs,
             shutdown: Some(tx),
             task: Some(task),
             _dir: self.dir,
@@ -145,9 +144,8 @@ pub struct TestServer {
     pub api_key: String,
     pub captured: Captured,
     /// Job workers, for servers started with [`TestServer::start_gateway`].
-    pub jobs: Option<WorkerPool>,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<ShutdownReport>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -173,7 +171,7 @@ impl TestServer {
                     queue: state.config.stream.transcription_queue,
                     tracker: state.sessions.tracker(),
                     metrics: state.metrics.clone(),
-                    admission: callstream::api::transcription::LiveAdmission::new(64),
+                    admission: callstream::gateway::transcription::LiveAdmission::new(64),
                 })
             },
         )
@@ -202,6 +200,21 @@ impl TestServer {
         let mut state = AppState::new(base.store.clone(), base.cfg.clone(), secret);
         setup(&mut state, captured.clone());
         base.serve(state, None, captured)
+    }
+
+    /// As [`TestServer::start_state`], with job workers started on the
+    /// state (served, and stopped, with it).
+    pub async fn start_with_jobs(
+        tweak: impl FnOnce(&mut Config),
+        jobs: impl FnOnce(&AppState) -> WorkerPool,
+    ) -> Self {
+        let base = Base::new(tweak).await;
+        let secret = callstream::load_token_secret(&base.cfg).unwrap();
+        let captured = Captured::default();
+        let mut state = AppState::new(base.store.clone(), base.cfg.clone(), secret);
+        state.sinks = Arc::new(CaptureSinks(captured.clone()));
+        let jobs = jobs(&state);
+        base.serve(state, Some(jobs), captured)
     }
 
     /// The gateway as `callstream serve` assembles it ([`Gateway::build`]):
@@ -250,20 +263,19 @@ impl TestServer {
         self.state.metrics.render()
     }
 
-    /// Triggers graceful shutdown and waits for `serve` to return.
-    pub async fn shutdown(&mut self) {
+    /// Triggers graceful shutdown and waits for `serve` (sessions, job
+    /// workers, retention) to return; says what had to be forced.
+    pub async fn shutdown(&mut self) -> ShutdownReport {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(20), task)
+        match self.task.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(20), task)
                 .await
                 .expect("serve returns")
                 .unwrap()
-                .unwrap();
-        }
-        if let Some(jobs) = self.jobs.take() {
-            jobs.stop(Duration::from_secs(10)).await;
+                .unwrap(),
+            None => ShutdownReport::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-use super::stream::{CallContext, SinkFactory, SinkSet};
+use super::sinks::{CallContext, SinkFactory, SinkSet};
 use crate::media::sink::SpillingSender;
 use crate::media::PcmChunk;
 use crate::recording::Recordings;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use super::stream::{CallContext, SinkFactory, SinkSet};
+use super::sinks::{CallContext, SinkFactory, SinkSet};
 use crate::asr::captions::CaptionHub;
 use crate::asr::engine::Permit;
 use crate::asr::live::{
