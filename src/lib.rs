@@ -55,6 +55,7 @@ pub async fn serve(
     });
     let router = app(state.clone());
     let signal_sessions = sessions.clone();
+    let closing = state.closing.clone();
     // Not `axum::serve`: it has no header-read, idle or body timeout and
     // no connection cap (see `api::server`).
     api::server::run(
@@ -66,6 +67,7 @@ pub async fn serve(
             shutdown.await;
             tracing::info!("shutting down: no new streams; finishing open ones");
             signal_sessions.begin_shutdown();
+            closing.cancel();
         },
         grace,
     )

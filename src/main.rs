@@ -168,10 +168,44 @@ enum UserCommand {
         /// Display name (default: the role).
         #[arg(long)]
         name: Option<String>,
-        /// E-mail, unique within the tenant.
+        /// E-mail, unique within the tenant (needed to sign in).
         #[arg(long)]
         email: Option<String>,
+        /// Read a password for browser sign-in from the first line of stdin
+        /// (never from argv, where other users could see it).
+        #[arg(long, requires = "email")]
+        password_stdin: bool,
     },
+    /// Set (or replace) a user's browser sign-in password, read from the
+    /// first line of stdin; ends the user's sessions.
+    SetPassword {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        tenant: String,
+        /// The user's id …
+        #[arg(long, conflicts_with = "email", required_unless_present = "email")]
+        user: Option<String>,
+        /// … or e-mail.
+        #[arg(long)]
+        email: Option<String>,
+        /// Required: the password comes from stdin only.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+/// The first line of stdin as a password (the line ending removed), checked
+/// against the password rules before anything is written.
+fn read_password_stdin() -> anyhow::Result<Secret> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    callstream::store::check_password_rules(password).map_err(|m| anyhow::anyhow!(m))?;
+    Ok(Secret::new(password))
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -300,10 +334,26 @@ async fn main() -> anyhow::Result<()> {
                     role,
                     name,
                     email,
+                    password_stdin,
                 },
         } => {
             let cfg = config.load(Overrides::default())?;
-            user_create(&cfg, &tenant, role, name, email).await
+            let password = password_stdin.then(read_password_stdin).transpose()?;
+            user_create(&cfg, &tenant, role, name, email, password).await
+        }
+        Command::User {
+            command:
+                UserCommand::SetPassword {
+                    config,
+                    tenant,
+                    user,
+                    email,
+                    password_stdin: _,
+                },
+        } => {
+            let cfg = config.load(Overrides::default())?;
+            let password = read_password_stdin()?;
+            user_set_password(&cfg, &tenant, user, email, password).await
         }
         Command::StreamToken {
             config,
@@ -380,6 +430,7 @@ async fn user_create(
     role: Role,
     name: Option<String>,
     email: Option<String>,
+    password: Option<Secret>,
 ) -> anyhow::Result<()> {
     let name = name.unwrap_or_else(|| role.as_str().to_string());
     let name = name.trim();
@@ -400,11 +451,19 @@ async fn user_create(
     let created = store
         .create_user(tenant, name, email.as_deref(), role)
         .await;
-    store.close().await;
     let new = match created {
-        Err(callstream::store::StoreError::NotFound) => bail!("unknown tenant `{tenant}`"),
+        Err(callstream::store::StoreError::NotFound) => {
+            store.close().await;
+            bail!("unknown tenant `{tenant}`")
+        }
         other => other?,
     };
+    if let Some(password) = &password {
+        store
+            .set_user_password(tenant, &new.user.id, password)
+            .await?;
+    }
+    store.close().await;
     let out = serde_json::json!({
         "tenant_id": new.user.tenant_id,
         "user_id": new.user.id,
@@ -413,8 +472,45 @@ async fn user_create(
         "role": new.user.role,
         "api_key": new.key.plaintext.expose(),
         "api_key_id": new.key.key.id,
+        "password_set": password.is_some(),
     });
     println!("{out}");
+    Ok(())
+}
+
+/// `callstream user set-password`: by user id or e-mail, within the tenant.
+async fn user_set_password(
+    cfg: &Config,
+    tenant: &str,
+    user: Option<String>,
+    email: Option<String>,
+    password: Secret,
+) -> anyhow::Result<()> {
+    use callstream::store::StoreError;
+    let store = Store::connect(&cfg.database_url()).await?;
+    let result = async {
+        let user_id = match (user, email) {
+            (Some(id), _) => id,
+            (None, Some(email)) => match store.user_by_email(tenant, &email).await {
+                Ok(u) => u.id,
+                Err(StoreError::NotFound) => bail!("the tenant has no user with that e-mail"),
+                Err(e) => return Err(e.into()),
+            },
+            (None, None) => bail!("give --user or --email"),
+        };
+        match store.set_user_password(tenant, &user_id, &password).await {
+            Ok(()) => Ok(user_id),
+            Err(StoreError::NotFound) => bail!("the tenant has no such user"),
+            Err(e) => Err(e.into()),
+        }
+    }
+    .await;
+    store.close().await;
+    let user_id = result?;
+    println!(
+        "{}",
+        serde_json::json!({"tenant_id": tenant, "user_id": user_id, "password_set": true})
+    );
     Ok(())
 }
 
