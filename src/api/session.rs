@@ -301,7 +301,9 @@ pub async fn login(
     let account = format!("{tenant}\n{email}");
     let limiter = &state.login_limiter;
     if let Err(wait) = limiter.check(&account, &address, Instant::now()) {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
+        // Rounded up: asking again after Retry-After seconds succeeds.
+        let secs = (wait.as_millis() as u64).div_ceil(1000).max(1);
+        let minutes = secs.div_ceil(60);
         let message = format!(
             "Too many failed sign-in attempts. Try again in {minutes} minute{}.",
             if minutes == 1 { "" } else { "s" }
@@ -314,7 +316,7 @@ pub async fn login(
         );
         resp.headers_mut().insert(
             header::RETRY_AFTER,
-            HeaderValue::from(wait.as_secs().max(1)),
+            HeaderValue::from(secs),
         );
         return Ok(resp);
     }
