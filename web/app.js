@@ -147,7 +147,7 @@ async function calls(root) {
       el('td', {}, c.duration_ms == null ? '—' : `${Math.round(c.duration_ms / 1000)} s`),
     ),
   );
-  root.append(el('table', {}, el('caption', { className: 'empty' }, 'Latest calls'), el('thead', {}, head), el('tbody', {}, ...rows)));
+  root.append(el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)));
 }
 
 async function usage(root) {

@@ -314,10 +314,8 @@ pub async fn login(
             &email,
             Some(&message),
         );
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(secs),
-        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return Ok(resp);
     }
     let user = match state.store.verify_login(tenant, &email, &password).await? {

@@ -100,6 +100,13 @@ fn console_page(status: StatusCode, body: String) -> Response {
         HeaderValue::from_static(CONSOLE_CSP),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // With `no-referrer` Chromium sends `Origin: null` on form posts, which
+    // the sign-in's Origin check must refuse; `same-origin` still tells
+    // other sites nothing.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     (status, h, body).into_response()
 }
 
