@@ -18,6 +18,8 @@ pub enum AdminError {
     UnknownTenant(String),
     #[error("the tenant has no recording key with that id")]
     UnknownKey,
+    #[error("the tenant has no such user")]
+    UnknownUser,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -104,6 +106,7 @@ pub async fn user_create(
     role: Role,
     name: Option<String>,
     email: Option<String>,
+    password: Option<Secret>,
 ) -> Result<serde_json::Value, AdminError> {
     let name = name.unwrap_or_else(|| role.as_str().to_string());
     let name = name.trim();
@@ -126,6 +129,11 @@ pub async fn user_create(
         .create_user(tenant, name, email.as_deref(), role)
         .await
         .map_err(tenant_error(tenant))?;
+    if let Some(password) = &password {
+        store
+            .set_user_password(tenant, &new.user.id, password)
+            .await?;
+    }
     Ok(serde_json::json!({
         "tenant_id": new.user.tenant_id,
         "user_id": new.user.id,
@@ -134,7 +142,35 @@ pub async fn user_create(
         "role": new.user.role,
         "api_key": new.key.plaintext.expose(),
         "api_key_id": new.key.key.id,
+        "password_set": password.is_some(),
     }))
+}
+
+/// `user set-password`: by user id or e-mail, within the tenant; the
+/// user's sessions end with the old password.
+pub async fn user_set_password(
+    store: &Store,
+    tenant: &str,
+    user: Option<String>,
+    email: Option<String>,
+    password: &Secret,
+) -> Result<serde_json::Value, AdminError> {
+    let user_id = match (user, email) {
+        (Some(id), _) => id,
+        (None, Some(email)) => match store.user_by_email(tenant, &email).await {
+            Ok(u) => u.id,
+            Err(StoreError::NotFound) => return Err(AdminError::UnknownUser),
+            Err(e) => return Err(e.into()),
+        },
+        (None, None) => return Err(AdminError::Invalid("give --user or --email")),
+    };
+    match store.set_user_password(tenant, &user_id, password).await {
+        Ok(()) => {
+            Ok(serde_json::json!({"tenant_id": tenant, "user_id": user_id, "password_set": true}))
+        }
+        Err(StoreError::NotFound) => Err(AdminError::UnknownUser),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `stream-token`: a per-call stream token for a known tenant, valid for

@@ -60,6 +60,10 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// HTTP server limits (API and WebSocket upgrades).
     pub http: HttpConfig,
+    /// People signing in to the browser console: sessions, login limits.
+    pub auth: AuthConfig,
+    /// The tenant event log behind `/v1/events`.
+    pub events: EventsConfig,
     /// How long shutdown waits, from the signal, for open streams, running
     /// jobs and a retention sweep to finish (one deadline for all) before
     /// forcing them.
@@ -93,6 +97,80 @@ impl Default for HttpConfig {
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
             body_timeout_secs: 30,
+        }
+    }
+}
+
+/// Browser sign-in (e-mail + password) and sessions. API keys are not
+/// affected by any of these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Minutes a session may go unused before it ends. Default 30.
+    pub session_idle_minutes: u64,
+    /// Hours after sign-in a session ends, used or not. Default 12.
+    pub session_absolute_hours: u64,
+    /// Failed sign-ins per account (tenant + e-mail) within
+    /// `login_window_secs` before that account's sign-in is refused for the
+    /// rest of the window. Default 5.
+    pub login_max_failures_per_account: u32,
+    /// Failed sign-ins per client address within the window. Default 20.
+    pub login_max_failures_per_address: u32,
+    /// The window the failure counts cover, in seconds. Default 900.
+    pub login_window_secs: u64,
+    /// Accounts and addresses tracked at once (bounded memory); when full,
+    /// the oldest windows are forgotten first. Default 10000.
+    pub login_tracked_keys: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_idle_minutes: 30,
+            session_absolute_hours: 12,
+            login_max_failures_per_account: 5,
+            login_max_failures_per_address: 20,
+            login_window_secs: 900,
+            login_tracked_keys: 10_000,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Session lifetimes in the store's terms.
+    pub fn session_lifetime(&self) -> crate::store::SessionLifetime {
+        crate::store::SessionLifetime {
+            idle_ms: (self.session_idle_minutes * 60_000) as i64,
+            absolute_ms: (self.session_absolute_hours * 3_600_000) as i64,
+        }
+    }
+}
+
+/// The tenant event log (`/v1/events`): how much a client can resume from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events kept per tenant; older ones are pruned as new ones arrive.
+    /// Default 10000.
+    pub max_per_tenant: u64,
+    /// Hours an event is kept at most. Default 168 (a week).
+    pub max_age_hours: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_tenant: 10_000,
+            max_age_hours: 168,
+        }
+    }
+}
+
+impl EventsConfig {
+    pub fn retention(&self) -> crate::store::EventRetention {
+        crate::store::EventRetention {
+            max_per_tenant: self.max_per_tenant as i64,
+            max_age_ms: (self.max_age_hours * 3_600_000) as i64,
         }
     }
 }
@@ -316,6 +394,8 @@ impl Default for Config {
             recording: RecordingConfig::default(),
             jobs: JobsConfig::default(),
             http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            events: EventsConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -491,6 +571,14 @@ impl Config {
                 "JOBS__MAX_ATTEMPTS" => jobs.max_attempts,
                 "JOBS__BACKOFF_BASE_MS" => jobs.backoff_base_ms,
                 "JOBS__BACKOFF_MAX_MS" => jobs.backoff_max_ms,
+                "AUTH__SESSION_IDLE_MINUTES" => auth.session_idle_minutes,
+                "AUTH__SESSION_ABSOLUTE_HOURS" => auth.session_absolute_hours,
+                "AUTH__LOGIN_MAX_FAILURES_PER_ACCOUNT" => auth.login_max_failures_per_account,
+                "AUTH__LOGIN_MAX_FAILURES_PER_ADDRESS" => auth.login_max_failures_per_address,
+                "AUTH__LOGIN_WINDOW_SECS" => auth.login_window_secs,
+                "AUTH__LOGIN_TRACKED_KEYS" => auth.login_tracked_keys,
+                "EVENTS__MAX_PER_TENANT" => events.max_per_tenant,
+                "EVENTS__MAX_AGE_HOURS" => events.max_age_hours,
             );
         }
         Ok(())
@@ -517,6 +605,53 @@ impl Config {
             }
         }
         self.stream.validate()?;
+        let a = &self.auth;
+        if !(1..=7 * 24 * 60).contains(&a.session_idle_minutes) {
+            return Err(invalid(
+                "auth.session_idle_minutes",
+                "must be between 1 and 10080 (a week)",
+            ));
+        }
+        if !(1..=24 * 90).contains(&a.session_absolute_hours) {
+            return Err(invalid(
+                "auth.session_absolute_hours",
+                "must be between 1 and 2160 (90 days)",
+            ));
+        }
+        if a.session_idle_minutes > a.session_absolute_hours * 60 {
+            return Err(invalid(
+                "auth.session_idle_minutes",
+                "must not exceed auth.session_absolute_hours",
+            ));
+        }
+        if a.login_max_failures_per_account == 0 || a.login_max_failures_per_address == 0 {
+            return Err(invalid("auth.login_max_failures_*", "must be at least 1"));
+        }
+        if !(1..=86_400).contains(&a.login_window_secs) {
+            return Err(invalid(
+                "auth.login_window_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if !(100..=10_000_000).contains(&a.login_tracked_keys) {
+            return Err(invalid(
+                "auth.login_tracked_keys",
+                "must be between 100 and 10000000",
+            ));
+        }
+        let e = &self.events;
+        if !(100..=10_000_000).contains(&e.max_per_tenant) {
+            return Err(invalid(
+                "events.max_per_tenant",
+                "must be between 100 and 10000000",
+            ));
+        }
+        if !(1..=24 * 365).contains(&e.max_age_hours) {
+            return Err(invalid(
+                "events.max_age_hours",
+                "must be between 1 and 8760 (a year)",
+            ));
+        }
         let h = &self.http;
         if !(1..=1_000_000).contains(&h.max_connections) {
             return Err(invalid(

@@ -75,6 +75,7 @@ pub async fn serve(
     let signal_sessions = sessions.clone();
     let signal_retention = stop_retention.clone();
     let jobs_ref = jobs.as_ref();
+    let closing = state.closing.clone();
     // Not `axum::serve`: it has no header-read, idle or body timeout and
     // no connection cap (see `api::server`).
     let deadline = api::server::run(
@@ -88,6 +89,7 @@ pub async fn serve(
             tracing::info!("shutting down: no new streams or jobs; finishing open ones");
             signal_sessions.begin_shutdown();
             signal_retention.cancel();
+            closing.cancel();
             if let Some(jobs) = jobs_ref {
                 jobs.stop_claiming();
             }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use url::Url;
 
@@ -179,10 +179,44 @@ enum UserCommand {
         /// Display name (default: the role).
         #[arg(long)]
         name: Option<String>,
-        /// E-mail, unique within the tenant.
+        /// E-mail, unique within the tenant (needed to sign in).
         #[arg(long)]
         email: Option<String>,
+        /// Read a password for browser sign-in from the first line of stdin
+        /// (never from argv, where other users could see it).
+        #[arg(long, requires = "email")]
+        password_stdin: bool,
     },
+    /// Set (or replace) a user's browser sign-in password, read from the
+    /// first line of stdin; ends the user's sessions.
+    SetPassword {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        tenant: String,
+        /// The user's id …
+        #[arg(long, conflicts_with = "email", required_unless_present = "email")]
+        user: Option<String>,
+        /// … or e-mail.
+        #[arg(long)]
+        email: Option<String>,
+        /// Required: the password comes from stdin only.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+/// The first line of stdin as a password (the line ending removed), checked
+/// against the password rules before anything is written.
+fn read_password_stdin() -> anyhow::Result<Secret> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    callstream::store::check_password_rules(password).map_err(|m| anyhow::anyhow!(m))?;
+    Ok(Secret::new(password))
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -286,10 +320,27 @@ async fn main() -> anyhow::Result<()> {
                     role,
                     name,
                     email,
+                    password_stdin,
                 },
         } => {
+            let password = password_stdin.then(read_password_stdin).transpose()?;
             let store = config.store().await?;
-            let out = admin::user_create(&store, &tenant, role, name, email).await;
+            let out = admin::user_create(&store, &tenant, role, name, email, password).await;
+            print_json(store, out).await
+        }
+        Command::User {
+            command:
+                UserCommand::SetPassword {
+                    config,
+                    tenant,
+                    user,
+                    email,
+                    password_stdin: _,
+                },
+        } => {
+            let password = read_password_stdin()?;
+            let store = config.store().await?;
+            let out = admin::user_set_password(&store, &tenant, user, email, &password).await;
             print_json(store, out).await
         }
         Command::StreamToken {

@@ -9,6 +9,11 @@
 //!   kept out of request lines, the CSP enforced.
 //! - `live_call_is_captioned_on_the_page`: the same page captioning a real
 //!   two-party call with the real Whisper model (tiny.en).
+//! - `console_sign_in_per_role_on_a_real_serve`: the console (`/ui/login`,
+//!   `/ui/`) on a `callstream serve` process, people made by the CLI:
+//!   sign-in per role, role-scoped navigation, a real call's live events,
+//!   an admin's settings change (CSRF header), an agent refused admin views
+//!   and their API calls, sign-out killing the session.
 //!
 //! Needs Debian's chromium, Node.js and playwright-core
 //! (`bash scripts/setup-browser.sh`); `tests/ui/driver.mjs` drives the
@@ -386,6 +391,312 @@ async fn live_call_is_captioned_on_the_page() {
     );
 }
 
+/// The console on a real `callstream serve` process: people made with
+/// `callstream user create --password-stdin`, signed in per role through the
+/// form; each sees what their role may use; a real call's events appear
+/// live; an admin changes a setting through the browser (CSRF header);
+/// an agent can reach neither the admin view nor its API; signing out kills
+/// the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sign_in_per_role_on_a_real_serve() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let serve = Serve::start().await;
+    let base = format!("http://{}", serve.addr);
+
+    // Admin: the sign-in link names the organisation.
+    let login = format!("{base}/ui/login?tenant={}", serve.tenant_id);
+    assert_eq!(browser.goto(&login).await, 200);
+    assert_eq!(
+        browser
+            .eval("document.getElementById('tenant').value")
+            .await,
+        serve.tenant_id.as_str()
+    );
+    browser.fill("#email", "ada@example.com").await;
+    browser.fill("#password", "not the password").await;
+    browser.submit("form button[type=submit]").await;
+    browser.wait("document.getElementById('login-error') && !document.getElementById('login-error').hidden").await;
+    assert_eq!(
+        browser
+            .eval("document.getElementById('login-error').textContent")
+            .await,
+        "The organisation, e-mail or password is not right."
+    );
+    assert_eq!(
+        browser.eval("document.getElementById('email').value").await,
+        "ada@example.com"
+    );
+    assert_eq!(
+        browser
+            .eval("document.getElementById('password').value")
+            .await,
+        "",
+        "the password is not echoed"
+    );
+    browser.screenshot("ui-console-login-error.png").await;
+    browser.fill("#password", PERSON_PASSWORD).await;
+    browser.submit("form button[type=submit]").await;
+    browser
+        .wait("document.getElementById('user-role').textContent === 'admin'")
+        .await;
+    assert_eq!(browser.eval("location.pathname").await, "/ui/");
+    assert_eq!(
+        browser.eval(NAV).await,
+        json!(["Activity", "Calls", "Usage", "Settings"])
+    );
+    assert_eq!(
+        browser
+            .eval("document.getElementById('user-name').textContent")
+            .await,
+        "Ada Admin"
+    );
+    assert_eq!(
+        browser.eval("document.cookie").await,
+        "",
+        "the session cookie is HttpOnly"
+    );
+
+    // A real call: its events appear on the activity view as they happen.
+    browser
+        .wait("document.getElementById('view').dataset.state === 'live'")
+        .await;
+    serve.call().await;
+    browser
+        .wait_for(
+            "['call.started', 'call.completed', 'recording.ready'].every(t => document.querySelector(`#events li[data-type=\"${t}\"]`))",
+            Duration::from_secs(60),
+        )
+        .await;
+    browser.screenshot("ui-console-admin-activity.png").await;
+
+    // Settings: an admin changes one through the browser (PUT + CSRF token).
+    browser.goto(&format!("{base}/ui/#settings")).await;
+    browser
+        .wait("document.getElementById('setting-pii_redaction')")
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.getElementById('setting-pii_redaction').disabled")
+            .await,
+        false
+    );
+    browser.click("#setting-pii_redaction").await;
+    browser.click("#settings-form button").await;
+    browser
+        .wait("document.getElementById('status').textContent === 'Settings saved.'")
+        .await;
+    let (status, settings) = http(
+        serve.addr,
+        "GET",
+        "/v1/settings/telephony",
+        Some(&serve.api_key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, settings["pii_redaction"].clone()),
+        (200, json!(true))
+    );
+    browser.screenshot("ui-console-admin-settings.png").await;
+    // (The console's only error line is the wrong password's 401 above.)
+    let log = browser.log().await;
+    assert!(log.errors.is_empty(), "{:?}", log.errors);
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+
+    // Sign out: back to the form, and the session is dead.
+    browser.submit("#logout button").await;
+    assert_eq!(browser.eval("location.pathname").await, "/ui/login");
+    browser.goto(&format!("{base}/ui/")).await;
+    browser.wait("location.pathname === '/ui/login'").await;
+    let status = browser
+        .eval("fetch('/v1/calls', {credentials: 'same-origin'}).then(r => r.status)")
+        .await;
+    assert_eq!(status, 401);
+
+    // Agent: no usage or settings, not even by URL or by API.
+    browser.goto(&login).await;
+    browser.fill("#email", "al@example.com").await;
+    browser.fill("#password", PERSON_PASSWORD).await;
+    browser.submit("form button[type=submit]").await;
+    browser
+        .wait("document.getElementById('user-role').textContent === 'agent'")
+        .await;
+    assert_eq!(browser.eval(NAV).await, json!(["Activity", "Calls"]));
+    browser.goto(&format!("{base}/ui/#calls")).await;
+    browser
+        .wait("document.querySelectorAll('#view tbody tr').length === 1")
+        .await;
+    browser.screenshot("ui-console-agent-calls.png").await;
+    browser.goto(&format!("{base}/ui/#settings")).await;
+    browser
+        .wait("document.getElementById('status').textContent === 'That page is not available to your role.'")
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.getElementById('title').textContent")
+            .await,
+        "Activity"
+    );
+    assert_eq!(
+        browser
+            .eval("document.getElementById('setting-pii_redaction')")
+            .await,
+        Value::Null
+    );
+    browser.screenshot("ui-console-agent-refused.png").await;
+    let refused = browser
+        .eval(
+            "Promise.all([
+               fetch('/v1/settings/telephony').then(r => r.status),
+               fetch('/v1/usage').then(r => r.status),
+               fetch('/v1/settings/telephony', {method: 'PUT', headers: {'Content-Type': 'application/json'}, body: '{}'}).then(r => r.json()).then(b => b.error.code),
+             ])",
+        )
+        .await;
+    assert_eq!(refused, json!([403, 403, "csrf_failed"]));
+    // The agent's activity, resumed from the start: call events, no recording.
+    let seen = browser
+        .eval(
+            "new Promise(done => { const seen = []; const es = new EventSource('/v1/events');
+               es.onopen = () => setTimeout(() => { es.close(); done(seen); }, 300); es.onmessage = m => seen.push(JSON.parse(m.data).type); })",
+        )
+        .await;
+    assert_eq!(seen, json!([]), "a fresh stream starts with the next event");
+    browser.submit("#logout button").await;
+    let log = browser.log().await;
+    assert!(log.errors.is_empty(), "{:?}", log.errors);
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+    browser.close().await;
+}
+
+/// `/ui/` navigation labels, in order.
+const NAV: &str = "[...document.querySelectorAll('#nav a')].map(a => a.textContent)";
+
+const PERSON_PASSWORD: &str = "correct horse battery staple";
+
+/// A `callstream serve` process (no Whisper: captions are not what these
+/// tests look at) on a free port, with a tenant, an admin and an agent made
+/// by the CLI.
+struct Serve {
+    addr: std::net::SocketAddr,
+    tenant_id: String,
+    api_key: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap().to_string();
+        let cli = |args: &[&str], stdin: &str| {
+            use std::io::Write;
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callstream"))
+                .args(args)
+                .args(["--data-dir", &data])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "callstream {args:?}");
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        };
+        let tenant = cli(
+            &[
+                "tenant",
+                "create",
+                "Acme",
+                "--twilio-account-sid",
+                common::ACCOUNT_SID,
+                "--twilio-auth-token",
+                AUTH_TOKEN,
+            ],
+            "",
+        );
+        let tenant_id = tenant["tenant_id"].as_str().unwrap().to_string();
+        for (role, name, email) in [
+            ("admin", "Ada Admin", "ada@example.com"),
+            ("agent", "Al Agent", "al@example.com"),
+        ] {
+            let line = format!("{PERSON_PASSWORD}\n");
+            let args = [
+                "user",
+                "create",
+                "--tenant",
+                &tenant_id,
+                "--role",
+                role,
+                "--name",
+                name,
+                "--email",
+                email,
+                "--password-stdin",
+            ];
+            assert_eq!(cli(&args, &line)["password_set"], true);
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_callstream"))
+            .args(["serve", "--data-dir", &data, "--listen", &addr.to_string()])
+            .env("CALLSTREAM_ASR__ENABLED", "false")
+            .env_remove("CALLSTREAM_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let serve = Self {
+            addr,
+            tenant_id,
+            api_key: tenant["api_key"].as_str().unwrap().to_string(),
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "callstream serve listens");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        serve
+    }
+
+    /// Two seconds of a real call (JFK on both tracks), then its end.
+    async fn call(&self) {
+        let url = format!("ws://{}{STREAM_PATH}", self.addr);
+        let mut req = url.as_str().into_client_request().unwrap();
+        let sig = signature::compute(AUTH_TOKEN, &url, &[]);
+        req.headers_mut()
+            .insert("X-Twilio-Signature", sig.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let mut call = Call::new();
+        ws.send(Message::text(frames::connected())).await.unwrap();
+        ws.send(call.start(&[])).await.unwrap();
+        common::send_audio(&mut ws, &mut call, &jfk_frames()[..100]).await;
+        ws.send(call.stop()).await.unwrap();
+        assert_eq!(expect_close(&mut ws).await.0, 1000);
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Captions and what the page recorded
 
@@ -738,6 +1049,12 @@ impl Browser {
     async fn fill(&mut self, selector: &str, value: &str) {
         let args = json!({"selector": selector, "value": value});
         self.call("fill", args, Duration::ZERO).await;
+    }
+
+    /// Clicks and waits for the page it leads to.
+    async fn submit(&mut self, selector: &str) {
+        let args = json!({"selector": selector});
+        self.call("submit", args, Duration::ZERO).await;
     }
 
     async fn click(&mut self, selector: &str) {

@@ -1,4 +1,5 @@
-//! Bearer-key authentication and permission checks for the REST API.
+//! Bearer-key and session-cookie authentication and permission checks for
+//! the REST API.
 //!
 //! The check runs as a layer that [`super::routes`] puts on every route
 //! declared with a permission, before any extractor reads the body: missing
@@ -57,7 +58,8 @@ pub(super) struct Guard {
 
 /// The layer function: authenticate, authorise, then run the handler.
 pub(super) async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
-    let principal = match authenticate(&guard, req.headers(), req.uri().query()).await {
+    let principal = match authenticate(&guard, req.method(), req.headers(), req.uri().query()).await
+    {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -72,11 +74,20 @@ pub(super) async fn require(State(guard): State<Guard>, mut req: Request, next: 
     next.run(req).await
 }
 
+/// An `Authorization: Bearer` key, else the session cookie (with its CSRF
+/// and Origin checks, see [`super::session`]), else `?access_token=` where
+/// the route allows it. Both paths end in the same permission check.
 async fn authenticate(
     guard: &Guard,
+    method: &axum::http::Method,
     headers: &axum::http::HeaderMap,
     query: Option<&str>,
 ) -> Result<Principal, AppError> {
+    if !headers.contains_key(axum::http::header::AUTHORIZATION) {
+        if let Some(p) = super::session::cookie_principal(&guard.state, method, headers).await? {
+            return Ok(p);
+        }
+    }
     let key = match headers.get(axum::http::header::AUTHORIZATION) {
         Some(h) => h
             .to_str()

@@ -37,6 +37,10 @@ pub enum AppError {
     Unauthorized,
     #[error("not allowed")]
     Forbidden,
+    /// A state-changing request authenticated by the session cookie came
+    /// without the session's CSRF token (or from another origin).
+    #[error("missing or wrong CSRF token: send the session's token in X-CSRF-Token")]
+    CsrfRejected,
     /// The key is valid but its user's role lacks what the route needs.
     #[error("the {role} role lacks permission {permission}")]
     MissingPermission {
@@ -69,6 +73,7 @@ impl AppError {
             AppError::Forbidden | AppError::MissingPermission { .. } => {
                 (StatusCode::FORBIDDEN, "forbidden")
             }
+            AppError::CsrfRejected => (StatusCode::FORBIDDEN, "csrf_failed"),
             AppError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -6,6 +6,7 @@ mod calls;
 mod captions;
 mod crm;
 mod error;
+mod events;
 mod jobs;
 pub mod openapi;
 mod phone_numbers;
@@ -14,6 +15,7 @@ pub mod rbac;
 pub mod recordings;
 pub mod routes;
 pub mod server;
+pub mod session;
 mod settings;
 pub mod stream;
 mod ui;
@@ -58,6 +60,11 @@ pub struct AppState {
     /// The telephony provider's REST API (calls, live controls); requests
     /// carry each tenant's own credentials.
     pub provider: Arc<dyn crate::providers::TelephonyProvider>,
+    /// Failed sign-ins per account and client address (`[auth]`).
+    pub login_limiter: Arc<session::LoginLimiter>,
+    /// Cancelled when the gateway begins shutting down: long-lived event
+    /// streams end then instead of holding their connections open.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 /// The Twilio REST client from `[providers.twilio]`. Config validation has
@@ -76,7 +83,10 @@ impl AppState {
         let provider = twilio_provider(&config);
         let url_signer = Arc::new(url_signer(&config));
         let metrics = Arc::new(Metrics::new());
+        store.set_event_retention(config.events.retention());
         Self {
+            login_limiter: Arc::new(session::LoginLimiter::new(&config.auth)),
+            closing: tokio_util::sync::CancellationToken::new(),
             twilio: Arc::new(TwilioAuth::new(
                 store.clone(),
                 metrics.clone(),

@@ -16,8 +16,8 @@ use axum::Router;
 use super::auth::{require, Guard};
 use super::rbac::Permission;
 use super::{
-    calls, captions, crm, jobs, openapi, phone_numbers, recordings, settings, stream, ui, usage,
-    webhooks, AppState,
+    calls, captions, crm, events, jobs, openapi, phone_numbers, recordings, session, settings,
+    stream, ui, usage, webhooks, AppState,
 };
 use crate::store::TenantSettings;
 
@@ -28,8 +28,9 @@ pub enum Access {
     /// by other means (provider signatures, stream tokens) or serves no
     /// tenant data.
     Public(&'static str),
-    /// `Authorization: Bearer <api key>` whose user's role holds the
-    /// permission.
+    /// `Authorization: Bearer <api key>`, or a signed-in session's cookie
+    /// (with its CSRF token on state-changing methods), whose user's role
+    /// holds the permission.
     Key(Permission),
     /// As [`Access::Key`], and browsers may pass the key as
     /// `?access_token=` (WebSocket and EventSource cannot set headers).
@@ -114,6 +115,13 @@ pub fn routes() -> Vec<Route> {
         Route::get("/metrics", Public("Prometheus scrape: aggregate counters, no tenant ids or data"), super::metrics),
         Route::get("/ui/calls/{id}", Public("static page; holds no data, its API calls carry the key"), ui::page),
         Route::get("/ui/assets/{file}", Public("static script and styles"), ui::asset),
+        Route::get("/ui/", Public("static console shell; holds no data, its API calls carry the session"), ui::shell),
+        Route::get("/ui/login", Public("the sign-in form"), session::login_page),
+        Route::post("/ui/login", Public("sign-in: checks the password; rate limited per account and address"), session::login).summary("sign in (form: tenant, email, password); sets the session cookie"),
+        Route::post("/ui/logout", Public("sign-out: ends the cookie's session, with its CSRF token"), session::logout).summary("sign out (form field csrf or X-CSRF-Token)"),
+        Route::get("/ui/session", Key(CallsRead), session::session_info).summary("the signed-in user, role, permissions and CSRF token"),
+        Route::get("/v1/events", KeyOrQueryToken(CallsRead), events::sse).query::<events::EventsQuery>().summary("the tenant's events as Server-Sent Events (Last-Event-ID resumes)"),
+        Route::get("/v1/events/ws", KeyOrQueryToken(CallsRead), events::ws).query::<events::EventsQuery>().summary("the tenant's events over WebSocket (?last_event_id resumes)"),
         Route::get("/openapi.json", Public("the API's description; no tenant data"), openapi::openapi_json).summary("this OpenAPI document"),
         Route::get("/docs", Public("the API's description; no tenant data"), openapi::docs_page).summary("API docs page"),
         Route::get("/v1/providers/twilio/stream", Public("Twilio media stream: X-Twilio-Signature or per-call stream token"), stream::twilio_upgrade),

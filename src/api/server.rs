@@ -84,10 +84,10 @@ pub async fn run(
                 Err(_) => break (&mut shutdown).await,
             },
         };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             deadline = &mut shutdown => break deadline,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, go on.
                     tracing::warn!(error = %e, "accept failed");
@@ -99,6 +99,7 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         tracker.spawn(serve_connection(
             tcp,
+            peer,
             router.clone(),
             limits,
             metrics.clone(),
@@ -198,6 +199,7 @@ impl Drop for OpenConnection {
 
 async fn serve_connection(
     tcp: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -219,7 +221,7 @@ async fn serve_connection(
             let router = router.clone();
             let body_metrics = metrics.clone();
             async move {
-                let req = req.map(|body| {
+                let mut req = req.map(|body| {
                     Body::new(TimedBody {
                         inner: body,
                         deadline: Box::pin(tokio::time::sleep(limits.body_timeout)),
@@ -227,6 +229,9 @@ async fn serve_connection(
                         timed_out: false,
                     })
                 });
+                // The client's address, for per-address limits (sign-in).
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 let response = match tower::ServiceExt::oneshot(router, req).await {
                     Ok(r) => r,
                     Err(never) => match never {},

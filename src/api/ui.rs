@@ -1,9 +1,12 @@
-//! The agent page: `GET /ui/calls/{id}` shows a call's live captions.
+//! Browser pages: the console shell `GET /ui/`, the sign-in form
+//! `GET /ui/login` (rendered by [`login_page`]), and the agent page
+//! `GET /ui/calls/{id}` with a call's live captions.
 //!
 //! Static files compiled into the binary (no build step, nothing fetched
-//! from elsewhere). The page needs no auth: it holds no data, and the
-//! captions API it calls checks the tenant's key, which the page takes from
-//! its URL fragment (never sent in a request line) or a form.
+//! from elsewhere; see web/DESIGN.md). The pages need no auth: they hold no
+//! data. The shell's API calls carry the session cookie; the captions page
+//! takes a key from its URL fragment (never sent in a request line) or a
+//! form.
 
 use std::sync::OnceLock;
 
@@ -15,6 +18,8 @@ use sha2::{Digest, Sha256};
 use super::AppError;
 
 const PAGE: &str = include_str!("../../web/call.html");
+const SHELL: &str = include_str!("../../web/app.html");
+const LOGIN: &str = include_str!("../../web/login.html");
 
 /// Assets by file name: content type and body.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -28,7 +33,22 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("../../web/call.css"),
     ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/app.js"),
+    ),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/console.css"),
+    ),
 ];
+
+/// The console's pages: our own scripts, styles and API only (EventSource
+/// included: `'self'`); forms post only to us.
+const CONSOLE_CSP: &str = "default-src 'self'; img-src 'self'; object-src 'none'; \
+                           base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Only our own script, styles and API; the captions WebSocket included.
 const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self'; \
@@ -69,6 +89,66 @@ pub(super) async fn page() -> Response {
     // Tiny, and must pick up a new deployment's asset names at once.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     (h, PAGE).into_response()
+}
+
+/// A console page: strict CSP, never cached (it must pick up new asset
+/// names at once, and the sign-in form may echo what was typed).
+fn console_page(status: StatusCode, body: String) -> Response {
+    let mut h = common_headers("text/html; charset=utf-8");
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONSOLE_CSP),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // With `no-referrer` Chromium sends `Origin: null` on form posts, which
+    // the sign-in's Origin check must refuse; `same-origin` still tells
+    // other sites nothing.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    (status, h, body).into_response()
+}
+
+/// `GET /ui/`: the signed-in console; its script asks `/ui/session` who is
+/// signed in and sends everyone else to the sign-in form.
+pub(super) async fn shell() -> Response {
+    console_page(StatusCode::OK, SHELL.to_string())
+}
+
+/// The sign-in form, with the organisation and e-mail typed so far and a
+/// message (escaped: they come from the request).
+pub(super) fn login_page(
+    status: StatusCode,
+    tenant: &str,
+    email: &str,
+    error: Option<&str>,
+) -> Response {
+    let body = LOGIN
+        .replace("{{tenant}}", &escape_html(tenant))
+        .replace("{{email}}", &escape_html(email))
+        .replace("{{error}}", &escape_html(error.unwrap_or_default()))
+        .replace(
+            "{{error_hidden}}",
+            if error.is_some() { "" } else { " hidden" },
+        );
+    console_page(status, body)
+}
+
+/// Text made safe for HTML element content and quoted attribute values.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Assets keep their names across releases, so browsers revalidate each use
@@ -174,6 +254,40 @@ mod tests {
             assert!(body.is_empty());
             let (status, ..) = get(&uri, Some("\"stale\"")).await;
             assert_eq!(status, StatusCode::OK);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_login_form_escapes_what_it_echoes() {
+        let resp = login_page(
+            StatusCode::UNAUTHORIZED,
+            "t\"><script>x</script>",
+            "a&b@example.com",
+            Some("No <b>way</b>"),
+        );
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.starts_with("default-src 'self';") && csp.contains("form-action 'self'"));
+        assert!(!csp.contains("unsafe"));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains(r#"value="t&quot;&gt;&lt;script&gt;x&lt;/script&gt;""#));
+        assert!(body.contains(r#"value="a&amp;b@example.com""#));
+        assert!(body.contains("No &lt;b&gt;way&lt;/b&gt;"));
+        assert!(!body.contains("<script>x"));
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            escape_html(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        for page in [SHELL, LOGIN] {
+            assert!(!page.contains("<script>") && !page.contains("style="));
+            assert!(!page.contains("http://") && !page.contains("https://"));
         }
     }
 

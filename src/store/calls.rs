@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{get_enum, new_id, text_enum, Result, Store, StoreError};
+use super::{get_enum, new_id, text_enum, EventType, Result, Store, StoreError};
 
 text_enum! {
     pub enum Direction {
@@ -260,7 +260,9 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
             if let Some(row) = updated {
-                return call_from_row(&row).map(|c| StreamClaim::Started(Box::new(c)));
+                let call = call_from_row(&row)?;
+                self.publish_call_started(&call, now).await;
+                return Ok(StreamClaim::Started(Box::new(call)));
             }
             let existing = sqlx::query(
                 "SELECT status FROM calls \
@@ -298,7 +300,11 @@ impl Store {
             .fetch_one(self.pool())
             .await;
             match inserted {
-                Ok(row) => return call_from_row(&row).map(|c| StreamClaim::Started(Box::new(c))),
+                Ok(row) => {
+                    let call = call_from_row(&row)?;
+                    self.publish_call_started(&call, now).await;
+                    return Ok(StreamClaim::Started(Box::new(call)));
+                }
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -328,7 +334,35 @@ impl Store {
         .bind(call_id)
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(call_from_row).transpose()
+        let Some(call) = row.as_ref().map(call_from_row).transpose()? else {
+            return Ok(None);
+        };
+        let kind = if status == CallStatus::Interrupted {
+            EventType::CallInterrupted
+        } else {
+            EventType::CallCompleted
+        };
+        let data = serde_json::json!({
+            "call_id": call.id, "status": call.status, "duration_ms": call.duration_ms,
+        });
+        self.publish_locked(tenant_id, kind, Some(&call.id), data, now)
+            .await;
+        Ok(Some(call))
+    }
+
+    /// `call.started`: a media stream took the call (the writer guard is held).
+    async fn publish_call_started(&self, call: &Call, now: i64) {
+        let data = serde_json::json!({
+            "call_id": call.id, "status": call.status, "direction": call.direction,
+        });
+        self.publish_locked(
+            &call.tenant_id,
+            EventType::CallStarted,
+            Some(&call.id),
+            data,
+            now,
+        )
+        .await;
     }
 
     pub async fn get_call(&self, tenant_id: &str, call_id: &str) -> Result<Call> {

@@ -432,6 +432,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.publish_transcript_ready(tenant_id, transcript_id, Some(call_id), "batch", now)
+            .await;
         Ok(true)
     }
 

@@ -6,10 +6,12 @@
 mod api_keys;
 mod calls;
 mod crm;
+mod events;
 mod jobs;
 mod phone_numbers;
 mod policy;
 mod recordings;
+mod sessions;
 mod tenants;
 mod transcripts;
 mod usage;
@@ -32,12 +34,17 @@ pub use crm::{
     Customer, CustomerPage, CustomerUpdate, NewCustomer, NewTicket, Ticket, TicketFilter,
     TicketPage, TicketStatus, TicketUpdate,
 };
+pub use events::{EventFanout, EventNotice, EventRetention, EventType, LocalFanout, TenantEvent};
 pub use jobs::{BatchTranscript, Job, JobCount, JobStatus, NewJob};
 pub use phone_numbers::{NumberStatus, PhoneNumber};
 pub use policy::{CallPolicy, DataPath};
 pub use recordings::{
     NewRecording, NewRecordingKey, Recording, RecordingKey, RecordingKeyStatus, RecordingOutcome,
     RecordingSource, RecordingStatus,
+};
+pub use sessions::{
+    check_password_rules, csrf_token, NewSession, SessionLifetime, MAX_PASSWORD_BYTES,
+    MIN_PASSWORD_CHARS, SESSION_KEY_ID,
 };
 pub use tenants::{Quotas, Tenant, TenantSettings, TwilioCredentials};
 pub use transcripts::{Segment, Transcript, TranscriptStatus};
@@ -81,6 +88,8 @@ pub struct Store {
     /// Bumped whenever this process adds a tenant or changes its provider
     /// credentials, so credential caches reload without asking the database.
     tenants_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The tenant event log's fan-out and retention (see [`events`]).
+    events: Arc<events::EventLog>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -133,6 +142,7 @@ impl Store {
             backend,
             write_lock,
             tenants_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            events: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)

@@ -246,7 +246,28 @@ impl Store {
         .bind(id)
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(recording_from_row).transpose()
+        let Some(rec) = row.as_ref().map(recording_from_row).transpose()? else {
+            return Ok(None);
+        };
+        // Readable audio (a recovered, interrupted file included).
+        if matches!(
+            rec.status,
+            RecordingStatus::Completed | RecordingStatus::Interrupted
+        ) {
+            let data = serde_json::json!({
+                "recording_id": rec.id, "call_id": rec.call_id, "status": rec.status,
+                "duration_ms": rec.duration_ms,
+            });
+            self.publish_locked(
+                tenant_id,
+                super::EventType::RecordingReady,
+                rec.call_id.as_deref(),
+                data,
+                now,
+            )
+            .await;
+        }
+        Ok(Some(rec))
     }
 
     pub async fn get_recording(&self, tenant_id: &str, id: &str) -> Result<Recording> {

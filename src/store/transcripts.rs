@@ -109,18 +109,50 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let _writer = self.writer().await;
-        sqlx::query(
+        let call_id: Option<Option<String>> = sqlx::query_scalar(
             "UPDATE transcripts SET status = $1, summary = $2, completed_at = $3 \
-             WHERE tenant_id = $4 AND id = $5",
+             WHERE tenant_id = $4 AND id = $5 RETURNING call_id",
         )
         .bind(status.as_str())
         .bind(summary.map(|s| s.to_string()))
         .bind(now)
         .bind(tenant_id)
         .bind(transcript_id)
-        .execute(self.pool())
+        .fetch_optional(self.pool())
         .await?;
+        if let (Some(call_id), TranscriptStatus::Completed) = (call_id, status) {
+            self.publish_transcript_ready(
+                tenant_id,
+                transcript_id,
+                call_id.as_deref(),
+                "live",
+                now,
+            )
+            .await;
+        }
         Ok(())
+    }
+
+    /// `transcript.ready` (the writer guard is held).
+    pub(super) async fn publish_transcript_ready(
+        &self,
+        tenant_id: &str,
+        transcript_id: &str,
+        call_id: Option<&str>,
+        source: &str,
+        now: i64,
+    ) {
+        let data = serde_json::json!({
+            "transcript_id": transcript_id, "call_id": call_id, "source": source,
+        });
+        self.publish_locked(
+            tenant_id,
+            super::EventType::TranscriptReady,
+            call_id,
+            data,
+            now,
+        )
+        .await;
     }
 
     pub async fn get_transcript(&self, tenant_id: &str, transcript_id: &str) -> Result<Transcript> {

@@ -144,8 +144,8 @@ impl Store {
         rows.iter().map(user_from_row).collect()
     }
 
-    /// Disables a user: none of their keys authenticate from now on.
-    /// Disabling twice keeps the first time.
+    /// Disables a user: none of their keys authenticate from now on, and
+    /// their browser sessions end. Disabling twice keeps the first time.
     pub async fn disable_user(&self, tenant_id: &str, user_id: &str) -> Result<()> {
         let _writer = self.writer().await;
         let done = sqlx::query(
@@ -160,7 +160,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        self.delete_user_sessions_locked(tenant_id, user_id).await
     }
 }
 

@@ -383,6 +383,44 @@ pub async fn http_text(
     (status, body)
 }
 
+/// Like [`http_text`] for endpoints that may answer with an endless stream
+/// (`/v1/events`): an event stream's head is read and the body left
+/// unread (`""`); any other answer (a JSON error) is read whole.
+pub async fn http_text_or_stream(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(key) = key {
+        req.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    req.push_str("\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed before the response head");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+    if text
+        .to_ascii_lowercase()
+        .contains("content-type: text/event-stream")
+    {
+        return (status, String::new());
+    }
+    conn.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
 /// The JFK fixture as base64 μ-law 20 ms frames at 8 kHz.
 pub fn jfk_frames() -> Vec<String> {
     callstream::loadgen::mulaw_frames(std::path::Path::new(concat!(

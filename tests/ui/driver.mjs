@@ -6,7 +6,8 @@
 //   node tests/ui/driver.mjs USER_DATA_DIR
 //
 // Commands: goto {url}; eval {expr}; wait {expr, timeout_ms} (polls until
-// expr is truthy); fill {selector, value}; click {selector};
+// expr is truthy); fill {selector, value}; click {selector}; submit {selector}
+// (clicks and waits for the page it leads to);
 // screenshot {path}; log (what the page recorded, see RECORDER).
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
@@ -87,7 +88,13 @@ const commands = {
     const deadline = Date.now() + timeout_ms;
     let value;
     while (Date.now() < deadline) {
-      value = await page.evaluate(expr);
+      try {
+        value = await page.evaluate(expr);
+      } catch (e) {
+        // The page navigated (a script's redirect) while we asked: ask again.
+        if (!String(e?.message).includes('Execution context was destroyed')) throw e;
+        value = undefined;
+      }
       if (value) return value;
       await sleep(25);
     }
@@ -99,6 +106,10 @@ const commands = {
   },
   fill: ({ selector, value }) => page.fill(selector, value),
   click: ({ selector }) => page.click(selector),
+  async submit({ selector }) {
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click(selector)]);
+    return { url: page.url() };
+  },
   screenshot: ({ path }) => page.screenshot({ path, fullPage: true }),
   async log() {
     const recorded = await page.evaluate(() => window.__ui);

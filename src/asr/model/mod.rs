@@ -16,9 +16,9 @@ pub mod convert;
 pub mod ct2;
 mod error;
 pub mod ggml;
-pub mod quantize;
 pub mod install;
 pub mod mel;
+pub mod quantize;
 pub mod vocab;
 
 pub use convert::{convert_ct2_to_ggml, ConversionSummary};

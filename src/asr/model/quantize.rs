@@ -94,7 +94,9 @@ pub fn quantize_file(src: &Path, dst: &Path) -> Result<QuantizeSummary, ModelErr
     for t in &info.tensors {
         let n: usize = t.dims.iter().product();
         let start = t.offset as usize;
-        let len = t.ty.bytes(n).ok_or_else(|| bad(format!("tensor {}", t.name)))?;
+        let len =
+            t.ty.bytes(n)
+                .ok_or_else(|| bad(format!("tensor {}", t.name)))?;
         let data = &bytes[start..start + len];
         // ggml dims are innermost first: rows of `dims[0]` values.
         let shape: Vec<usize> = t.dims.iter().rev().copied().collect();
@@ -147,7 +149,10 @@ mod tests {
         assert_eq!(q17, (0.125f32 / (2.54 / 127.0)).round() as i8);
         for (j, v) in values.iter().enumerate() {
             let back = f32::from(out[2 + j] as i8) * d;
-            assert!((back - v).abs() <= d / 2.0 + 1e-6, "value {j}: {v} → {back}");
+            assert!(
+                (back - v).abs() <= d / 2.0 + 1e-6,
+                "value {j}: {v} → {back}"
+            );
         }
     }
 
