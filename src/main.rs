@@ -10,7 +10,7 @@ use url::Url;
 use callstream::config::{Config, Overrides};
 use callstream::load_token_secret;
 use callstream::secret::Secret;
-use callstream::store::{Role, Store};
+use callstream::store::Role;
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -72,6 +72,27 @@ enum Command {
     Recording {
         #[command(subcommand)]
         command: RecordingCommand,
+    },
+    /// Manage the master key that seals stored secrets.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-seal every stored secret (recording keys, provider auth tokens)
+    /// under a new master key, in one transaction, and make it the master
+    /// key. Stop every gateway first; start them with the new key.
+    RotateMaster {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// File holding the new master key (64 hex digits). Required when
+        /// the key is configured (recording.master_key); otherwise a new key
+        /// is generated into master_key_file.
+        #[arg(long, value_name = "PATH")]
+        new_key_file: Option<PathBuf>,
     },
 }
 
@@ -146,9 +167,38 @@ enum TenantCommand {
         name: String,
         #[arg(long)]
         twilio_account_sid: Option<String>,
-        #[arg(long)]
-        twilio_auth_token: Option<Secret>,
+        #[command(flatten)]
+        twilio_auth_token: TokenArgs,
     },
+}
+
+/// Where a Twilio auth token comes from: a file or stdin, never argv (which
+/// any local user can read in `ps` and which lands in shell history).
+#[derive(Args)]
+struct TokenArgs {
+    /// File holding the tenant's Twilio auth token (surrounding whitespace
+    /// ignored).
+    #[arg(long, value_name = "PATH", conflicts_with = "twilio_auth_token_stdin")]
+    twilio_auth_token_file: Option<PathBuf>,
+    /// Read the tenant's Twilio auth token from standard input.
+    #[arg(long)]
+    twilio_auth_token_stdin: bool,
+    /// Refused: a token on the command line shows in `ps`.
+    #[arg(long, hide = true, value_name = "TOKEN")]
+    twilio_auth_token: Option<String>,
+}
+
+impl TokenArgs {
+    fn read(&self) -> anyhow::Result<Option<Secret>> {
+        if self.twilio_auth_token.is_some() {
+            bail!(callstream::secret::argv_refused("--twilio-auth-token"));
+        }
+        callstream::secret::read_secret(
+            self.twilio_auth_token_file.as_deref(),
+            self.twilio_auth_token_stdin,
+        )
+        .map_err(|e| anyhow::anyhow!("--twilio-auth-token-file/--twilio-auth-token-stdin: {e}"))
+    }
 }
 
 #[derive(Subcommand)]
@@ -239,20 +289,21 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => {
             let cfg = config.load(Overrides::default())?;
+            let twilio_auth_token = twilio_auth_token.read()?;
             let twilio = match (&twilio_account_sid, &twilio_auth_token) {
                 (Some(sid), Some(token)) => {
                     if !sid.starts_with("AC") || sid.len() != 34 {
                         bail!("--twilio-account-sid must look like AC followed by 32 hex digits");
                     }
-                    if token.expose().is_empty() {
-                        bail!("--twilio-auth-token must not be empty");
-                    }
                     Some((sid.as_str(), token))
                 }
                 (None, None) => None,
-                _ => bail!("give both --twilio-account-sid and --twilio-auth-token, or neither"),
+                _ => bail!(
+                    "give --twilio-account-sid with --twilio-auth-token-file or \
+                     --twilio-auth-token-stdin, or neither"
+                ),
             };
-            let store = Store::connect(&cfg.database_url()).await?;
+            let store = callstream::open_store(&cfg).await?;
             let tenant = store.create_tenant(&name, twilio).await?;
             let admin = store
                 .create_user(&tenant.id, "admin", None, Role::Admin)
@@ -279,7 +330,7 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => {
             let cfg = config.load(Overrides::default())?;
-            let store = Store::connect(&cfg.database_url()).await?;
+            let store = callstream::open_store(&cfg).await?;
             let mut settings = store
                 .tenant_settings(&tenant)
                 .await
@@ -311,7 +362,7 @@ async fn main() -> anyhow::Result<()> {
             call_sid,
         } => {
             let cfg = config.load(Overrides::default())?;
-            let store = Store::connect(&cfg.database_url()).await?;
+            let store = callstream::open_store(&cfg).await?;
             store.get_tenant(&tenant).await.context("unknown tenant")?;
             let secret = load_token_secret(&cfg)?;
             let expires_at = callstream::store::now_ms() / 1000 + cfg.stream.token_ttl_secs as i64;
@@ -361,6 +412,27 @@ async fn main() -> anyhow::Result<()> {
         Command::Recording {
             command: RecordingCommand::Key { command },
         } => recording_key(command).await,
+        Command::Keys {
+            command:
+                KeysCommand::RotateMaster {
+                    config,
+                    new_key_file,
+                },
+        } => {
+            let cfg = config.load(Overrides::default())?;
+            let new = new_key_file
+                .map(|path| callstream::secret::MasterKey::load(&path))
+                .transpose()?;
+            let (old, new, moved) = callstream::rotate_master_key(&cfg, new).await?;
+            let out = serde_json::json!({
+                "old_master_key_id": old,
+                "master_key_id": new,
+                "recording_keys": moved.recording_keys,
+                "provider_secrets": moved.provider_secrets,
+            });
+            println!("{out}");
+            Ok(())
+        }
         Command::Transcribe(args) => {
             let files = args.files.len();
             let summary = callstream::asr::batch::run(args, &mut std::io::stdout().lock()).await?;
@@ -396,7 +468,7 @@ async fn user_create(
             bail!("--email must look like name@example.com");
         }
     }
-    let store = Store::connect(&cfg.database_url()).await?;
+    let store = callstream::open_store(cfg).await?;
     let created = store
         .create_user(tenant, name, email.as_deref(), role)
         .await;
@@ -424,7 +496,7 @@ async fn recording_key(command: RecordingKeyCommand) -> anyhow::Result<()> {
         | RecordingKeyCommand::Rotate { config, tenant } => (config, tenant.clone()),
     };
     let cfg = config.load(Overrides::default())?;
-    let store = Store::connect(&cfg.database_url()).await?;
+    let store = callstream::open_store(&cfg).await?;
     store.get_tenant(&tenant).await.context("unknown tenant")?;
     let ring = callstream::recording::keyring(&cfg, store.clone())?;
     match command {
@@ -471,11 +543,7 @@ async fn recording_key(command: RecordingKeyCommand) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
-    let store = Store::connect(&cfg.database_url())
-        .await
-        .context("cannot open the database")?;
+    let store = callstream::open_store(&cfg).await?;
     if store.backend() == callstream::store::Backend::Sqlite {
         // A single node owns every stream: whatever was open when it last
         // stopped cannot still be streaming.

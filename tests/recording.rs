@@ -560,15 +560,17 @@ async fn a_killed_gateway_recovers_every_complete_chunk_on_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("serve.log");
+    let token = dir.path().join("auth.token");
+    std::fs::write(&token, AUTH_TOKEN).unwrap();
     let out = Command::new(BIN)
         .args(["tenant", "create", "Acme", "--data-dir"])
         .arg(&data)
         .args([
             "--twilio-account-sid",
             ACCOUNT_SID,
-            "--twilio-auth-token",
-            AUTH_TOKEN,
+            "--twilio-auth-token-file",
         ])
+        .arg(&token)
         .output()
         .unwrap();
     assert!(

@@ -81,6 +81,12 @@ impl From<keys::KeyError> for RecordingError {
     }
 }
 
+impl From<keys::MasterKeyError> for RecordingError {
+    fn from(e: keys::MasterKeyError) -> Self {
+        RecordingError::Key(e.to_string())
+    }
+}
+
 impl From<tokio::task::JoinError> for RecordingError {
     fn from(e: tokio::task::JoinError) -> Self {
         RecordingError::Task(e.to_string())
@@ -522,7 +528,7 @@ impl Recordings {
 
 /// The master key the configuration names: the value itself, else the key
 /// file (created when absent).
-pub fn master_key(cfg: &Config) -> Result<MasterKey, RecordingError> {
+pub fn master_key(cfg: &Config) -> Result<MasterKey, keys::MasterKeyError> {
     match &cfg.recording.master_key {
         Some(k) => Ok(MasterKey::from_hex(k.expose())?),
         None => Ok(MasterKey::load_or_create(&cfg.master_key_file())?),

@@ -499,21 +499,13 @@ impl Store {
         tenant_id: &str,
     ) -> Result<Option<super::TwilioCredentials>> {
         let row = sqlx::query(
-            "SELECT twilio_account_sid, twilio_auth_token FROM tenants WHERE id = $1 \
-             AND twilio_account_sid IS NOT NULL AND twilio_auth_token IS NOT NULL",
+            "SELECT id, twilio_account_sid, twilio_auth_token, secrets_master_key_id FROM tenants \
+             WHERE id = $1 AND twilio_account_sid IS NOT NULL AND twilio_auth_token IS NOT NULL",
         )
         .bind(tenant_id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|r| {
-            let token: String = r.try_get("twilio_auth_token")?;
-            Ok(super::TwilioCredentials {
-                tenant_id: tenant_id.to_string(),
-                account_sid: r.try_get("twilio_account_sid")?,
-                auth_token: crate::secret::Secret::new(token),
-            })
-        })
-        .transpose()
+        row.map(|r| self.credentials(&r)).transpose()
     }
 
     /// The tenant's live phone numbers (not released or failed), E.164.
