@@ -331,6 +331,31 @@ impl Store {
         row.as_ref().map(call_from_row).transpose()
     }
 
+    /// Sets when an interrupted call ended (e.g. where its recovered audio
+    /// stops), and its duration from that; other calls are left alone.
+    pub async fn set_interrupted_call_end(
+        &self,
+        tenant_id: &str,
+        call_id: &str,
+        ended_at: i64,
+        now: i64,
+    ) -> Result<()> {
+        let _writer = self.writer().await;
+        sqlx::query(
+            "UPDATE calls SET ended_at = $1, duration_ms = CASE \
+             WHEN $1 > COALESCE(answered_at, started_at, created_at) \
+             THEN $1 - COALESCE(answered_at, started_at, created_at) ELSE 0 END, updated_at = $2 \
+             WHERE tenant_id = $3 AND id = $4 AND status = 'interrupted'",
+        )
+        .bind(ended_at)
+        .bind(now)
+        .bind(tenant_id)
+        .bind(call_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     pub async fn get_call(&self, tenant_id: &str, call_id: &str) -> Result<Call> {
         let row = sqlx::query(&format!(
             "SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND id = $2"
