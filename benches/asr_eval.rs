@@ -395,7 +395,7 @@ async fn live_path(
     if let Some(n) = min_audio_ctx {
         cfg.asr.min_audio_ctx = n;
     }
-    let store = Store::connect(&cfg.database_url()).await?;
+    let store = callstream::open_store(&cfg).await?;
     let tenant = store
         .create_tenant("eval", Some((ACCOUNT_SID, &Secret::new(AUTH_TOKEN))))
         .await?;

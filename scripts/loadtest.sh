@@ -26,7 +26,7 @@ ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 before=$(cpu)
 report=$("$bin" loadgen --url "ws://127.0.0.1:$port/v1/providers/twilio/stream" \
-  --account-sid "$sid" --auth-token "$token" --streams "$streams" --duration "$duration" \
+  --account-sid "$sid" --auth-token-stdin <<<"$token" --streams "$streams" --duration "$duration" \
   --audio media-fixtures/jfk.wav --ramp "${RAMP:-5}" ${TURNS:+--turns})
 after=$(cpu)
 python3 - "$report" "$before" "$after" "$ticks" "$streams" "$duration" "$recording" "$port" <<'PY'

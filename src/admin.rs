@@ -62,7 +62,7 @@ pub async fn tenant_create(
         (None, None) => None,
         _ => {
             return Err(AdminError::Invalid(
-                "give both --twilio-account-sid and --twilio-auth-token, or neither",
+                "give --twilio-account-sid with --twilio-auth-token-file or --twilio-auth-token-stdin, or neither",
             ))
         }
     };

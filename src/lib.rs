@@ -146,10 +146,8 @@ pub async fn serve(
 /// Why `callstream serve` could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot create data dir {0}: {1}")]
-    DataDir(String, std::io::Error),
-    #[error("cannot open the database: {0}")]
-    Database(store::StoreError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
     #[error("cannot close the calls left open by a previous run: {0}")]
     Recover(store::StoreError),
     #[error("cannot listen on {0}: {1}")]
@@ -174,11 +172,7 @@ pub async fn run(
     cfg: config::Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ShutdownReport, ServeError> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| ServeError::DataDir(cfg.data_dir.display().to_string(), e))?;
-    let store = store::Store::connect(&cfg.database_url())
-        .await
-        .map_err(ServeError::Database)?;
+    let store = open_store(&cfg).await?;
     if store.backend() == store::Backend::Sqlite {
         // A single node owns every stream: whatever was open when it last
         // stopped cannot still be streaming.
@@ -231,6 +225,136 @@ pub async fn run(
     Ok(report)
 }
 
+/// Why the database or the master key could not be opened, or the master
+/// key rotated. Carries no key material.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    MasterKey(#[from] secret::MasterKeyError),
+    #[error("the master key comes from the configuration (recording.master_key): give the new one with --new-key-file, then configure it on every node")]
+    NewKeyNeeded,
+    #[error("cannot replace the master key file {path}: {source}")]
+    KeyFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the configured database the way every command does: the data dir
+/// owner-only (0700), SQLite files 0600, migrated, provider secrets sealed
+/// and opened with the configured master key (created on first use; old
+/// plaintext tokens sealed now). A master key rotation that was cut short
+/// is finished or undone first, as the database says.
+pub async fn open_store(cfg: &config::Config) -> Result<store::Store, OpenError> {
+    secret::create_private_dir(&cfg.data_dir).map_err(|source| OpenError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
+    let store = store::Store::connect(&cfg.database_url()).await?;
+    if cfg.recording.master_key.is_none() {
+        settle_rotation(cfg, &store).await?;
+    }
+    let master = recording::master_key(cfg)?;
+    Ok(store.with_master_key(std::sync::Arc::new(master)).await?)
+}
+
+/// Where [`rotate_master_key`] puts the new key until the database has
+/// moved to it.
+fn next_key_file(cfg: &config::Config) -> std::path::PathBuf {
+    let mut path = cfg.master_key_file().into_os_string();
+    path.push(".next");
+    path.into()
+}
+
+/// A rotation killed between its commit and the file rename leaves
+/// `master.key.next`: keep it if the database is sealed by it, else drop it.
+async fn settle_rotation(cfg: &config::Config, store: &store::Store) -> Result<(), OpenError> {
+    let next_path = next_key_file(cfg);
+    let next = match secret::MasterKey::load(&next_path) {
+        Ok(k) => k,
+        Err(secret::MasterKeyError::File { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let key_file = |source| OpenError::KeyFile {
+        path: cfg.master_key_file(),
+        source,
+    };
+    if store
+        .sealing_key_ids()
+        .await?
+        .iter()
+        .any(|id| id == next.id())
+    {
+        std::fs::rename(&next_path, cfg.master_key_file()).map_err(key_file)?;
+        tracing::warn!(master_key_id = %next.id(), "finished a master key rotation that was cut short");
+    } else {
+        std::fs::remove_file(&next_path).map_err(key_file)?;
+        tracing::warn!("dropped the new key of a master key rotation that did not commit");
+    }
+    Ok(())
+}
+
+/// `callstream keys rotate-master`: re-seals every sealed secret (recording
+/// keys, provider tokens) under a new master key in one transaction, then
+/// makes it the configured one. `new` is the new key; `None` generates one,
+/// which needs the key to live in `master_key_file` (a key given in the
+/// configuration must be replaced there by the operator, so they give the
+/// new one). Gateways holding the old key must be restarted.
+pub async fn rotate_master_key(
+    cfg: &config::Config,
+    new: Option<secret::MasterKey>,
+) -> Result<(String, String, store::ResealCount), OpenError> {
+    let store = open_store(cfg).await?;
+    let old_id = store.master_key_id().unwrap_or_default().to_string();
+    let from_config = cfg.recording.master_key.is_some();
+    let new = match new {
+        Some(k) => k,
+        None if from_config => return Err(OpenError::NewKeyNeeded),
+        None => secret::MasterKey::generate(),
+    };
+    let next_path = next_key_file(cfg);
+    if !from_config {
+        // The new key is on disk before the database depends on it.
+        new.write_new(&next_path)
+            .map_err(|source| OpenError::KeyFile {
+                path: next_path.clone(),
+                source,
+            })?;
+    }
+    let moved = match store.reseal_secrets(&new).await {
+        Ok(moved) => moved,
+        Err(e) => {
+            if !from_config {
+                let _ = std::fs::remove_file(&next_path);
+            }
+            store.close().await;
+            return Err(e.into());
+        }
+    };
+    store.close().await;
+    if !from_config {
+        std::fs::rename(&next_path, cfg.master_key_file()).map_err(|source| {
+            OpenError::KeyFile {
+                path: cfg.master_key_file(),
+                source,
+            }
+        })?;
+    }
+    tracing::warn!(old = %old_id, new = %new.id(), "master key rotated");
+    Ok((old_id, new.id().to_string(), moved))
+}
+
 /// Why [`Gateway::build`] could not assemble the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -240,6 +364,10 @@ pub enum BuildError {
     Recording(#[from] recording::RecordingError),
     #[error("cannot load the download link signing keys: {0}")]
     SigningKeys(recording::signing::KeyringError),
+    #[error("cannot open the database with the master key: {0}")]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    MasterKey(#[from] secret::MasterKeyError),
 }
 
 /// The assembled gateway: the state the router serves and the background
@@ -262,6 +390,15 @@ impl Gateway {
         engine: Option<std::sync::Arc<asr::engine::AsrEngine>>,
     ) -> Result<Self, BuildError> {
         use std::sync::Arc;
+        // Provider tokens are sealed: a store opened without the master key
+        // (not through `open_store`) gets the configured one.
+        let store = match store.master_key_id() {
+            Some(_) => store,
+            None => {
+                let master = Arc::new(recording::master_key(&config)?);
+                store.with_master_key(master).await?
+            }
+        };
         let token_secret = load_token_secret(&config).map_err(BuildError::TokenSecret)?;
         let mut state = AppState::new(store.clone(), config.clone(), token_secret);
         if let Some(engine) = &engine {

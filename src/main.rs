@@ -72,6 +72,27 @@ enum Command {
         #[command(subcommand)]
         command: RecordingCommand,
     },
+    /// Manage the master key that seals stored secrets.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-seal every stored secret (recording keys, provider auth tokens)
+    /// under a new master key, in one transaction, and make it the master
+    /// key. Stop every gateway first; start them with the new key.
+    RotateMaster {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// File holding the new master key (64 hex digits). Required when
+        /// the key is configured (recording.master_key); otherwise a new key
+        /// is generated into master_key_file.
+        #[arg(long, value_name = "PATH")]
+        new_key_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,9 +178,38 @@ enum TenantCommand {
         name: String,
         #[arg(long)]
         twilio_account_sid: Option<String>,
-        #[arg(long)]
-        twilio_auth_token: Option<Secret>,
+        #[command(flatten)]
+        twilio_auth_token: TokenArgs,
     },
+}
+
+/// Where a Twilio auth token comes from: a file or stdin, never argv (which
+/// any local user can read in `ps` and which lands in shell history).
+#[derive(Args)]
+struct TokenArgs {
+    /// File holding the tenant's Twilio auth token (surrounding whitespace
+    /// ignored).
+    #[arg(long, value_name = "PATH", conflicts_with = "twilio_auth_token_stdin")]
+    twilio_auth_token_file: Option<PathBuf>,
+    /// Read the tenant's Twilio auth token from standard input.
+    #[arg(long)]
+    twilio_auth_token_stdin: bool,
+    /// Refused: a token on the command line shows in `ps`.
+    #[arg(long, hide = true, value_name = "TOKEN")]
+    twilio_auth_token: Option<String>,
+}
+
+impl TokenArgs {
+    fn read(&self) -> anyhow::Result<Option<Secret>> {
+        if self.twilio_auth_token.is_some() {
+            bail!(callstream::secret::argv_refused("--twilio-auth-token"));
+        }
+        callstream::secret::read_secret(
+            self.twilio_auth_token_file.as_deref(),
+            self.twilio_auth_token_stdin,
+        )
+        .map_err(|e| anyhow::anyhow!("--twilio-auth-token-file/--twilio-auth-token-stdin: {e}"))
+    }
 }
 
 #[derive(Subcommand)]
@@ -247,7 +297,7 @@ impl ConfigArgs {
     /// The database the configuration names.
     async fn store(&self) -> anyhow::Result<Store> {
         let cfg = self.load(Overrides::default())?;
-        Ok(Store::connect(&cfg.database_url()).await?)
+        Ok(callstream::open_store(&cfg).await?)
     }
 }
 
@@ -290,6 +340,7 @@ async fn main() -> anyhow::Result<()> {
                     twilio_auth_token,
                 },
         } => {
+            let twilio_auth_token = twilio_auth_token.read()?;
             let store = config.store().await?;
             let out = admin::tenant_create(
                 &store,
@@ -349,7 +400,7 @@ async fn main() -> anyhow::Result<()> {
             call_sid,
         } => {
             let cfg = config.load(Overrides::default())?;
-            let store = Store::connect(&cfg.database_url()).await?;
+            let store = callstream::open_store(&cfg).await?;
             let out = admin::stream_token(&cfg, &store, &tenant, &call_sid).await;
             print_json(store, out).await
         }
@@ -390,6 +441,27 @@ async fn main() -> anyhow::Result<()> {
             println!("{out}");
             Ok(())
         }
+        Command::Keys {
+            command:
+                KeysCommand::RotateMaster {
+                    config,
+                    new_key_file,
+                },
+        } => {
+            let cfg = config.load(Overrides::default())?;
+            let new = new_key_file
+                .map(|path| callstream::secret::MasterKey::load(&path))
+                .transpose()?;
+            let (old, new, moved) = callstream::rotate_master_key(&cfg, new).await?;
+            let out = serde_json::json!({
+                "old_master_key_id": old,
+                "master_key_id": new,
+                "recording_keys": moved.recording_keys,
+                "provider_secrets": moved.provider_secrets,
+            });
+            println!("{out}");
+            Ok(())
+        }
         Command::Loadgen(opts) => {
             let report = callstream::loadgen::run(opts).await?;
             println!("{}", serde_json::to_string(&report)?);
@@ -404,7 +476,7 @@ async fn main() -> anyhow::Result<()> {
                 key_id,
             } => {
                 let cfg = config.load(Overrides::default())?;
-                let store = Store::connect(&cfg.database_url()).await?;
+                let store = callstream::open_store(&cfg).await?;
                 let out =
                     admin::recording_key_export(&cfg, &store, &tenant, key_id.as_deref()).await;
                 store.close().await;
@@ -413,7 +485,7 @@ async fn main() -> anyhow::Result<()> {
             }
             RecordingKeyCommand::Rotate { config, tenant } => {
                 let cfg = config.load(Overrides::default())?;
-                let store = Store::connect(&cfg.database_url()).await?;
+                let store = callstream::open_store(&cfg).await?;
                 let out = admin::recording_key_rotate(&cfg, &store, &tenant).await;
                 print_json(store, out).await
             }

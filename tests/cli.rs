@@ -8,8 +8,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_callstream");
 const SID: &str = "AC00000000000000000000000000000001";
 const TOKEN: &str = "cli-test-auth-token";
 
-/// `callstream tenant create NAME` with this file's Twilio account.
+/// `callstream tenant create NAME` with this file's Twilio account, the
+/// token from a file.
 fn create_tenant(data: &str, name: &str) -> std::process::Output {
+    let token = token_file(data);
     callstream(&[
         "tenant",
         "create",
@@ -18,9 +20,18 @@ fn create_tenant(data: &str, name: &str) -> std::process::Output {
         data,
         "--twilio-account-sid",
         SID,
-        "--twilio-auth-token",
-        TOKEN,
+        "--twilio-auth-token-file",
+        &token,
     ])
+}
+
+/// A file in the data dir holding [`TOKEN`] (with the newline `echo`
+/// leaves), for the `--…-file` flags.
+fn token_file(data: &str) -> String {
+    std::fs::create_dir_all(data).unwrap();
+    let path = format!("{data}/auth.token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    path
 }
 
 fn callstream(args: &[&str]) -> std::process::Output {
@@ -92,6 +103,180 @@ fn tenant_create_prints_one_json_object_with_a_working_key() {
     let again = create_tenant(data, "Other");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already belongs"));
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The database's files (main, -wal, -shm: SQLite keeps fresh writes in
+/// the WAL), those that exist.
+fn db_files(data: &std::path::Path) -> Vec<std::path::PathBuf> {
+    ["callstream.db", "callstream.db-wal", "callstream.db-shm"]
+        .iter()
+        .map(|f| data.join(f))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn on_disk(data: &std::path::Path, needle: &str) -> bool {
+    db_files(data).iter().any(|f| {
+        let bytes = std::fs::read(f).unwrap();
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    })
+}
+
+#[tokio::test]
+async fn auth_tokens_stay_off_argv_logs_and_disk_and_survive_master_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+
+    // Given on argv: refused, naming both ways that keep it out of `ps`.
+    let out = callstream(&[
+        "tenant",
+        "create",
+        "Acme",
+        "--data-dir",
+        data_s,
+        "--twilio-account-sid",
+        SID,
+        "--twilio-auth-token",
+        TOKEN,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--twilio-auth-token-file") && err.contains("--twilio-auth-token-stdin"),
+        "{err}"
+    );
+    assert!(!err.contains(TOKEN), "the refusal echoes the token: {err}");
+    assert!(
+        !data.join("callstream.db").exists(),
+        "refused before opening anything"
+    );
+
+    // From stdin, debug logging on: the process's argv, as `ps` shows it,
+    // never holds the token (read while it waits for stdin).
+    let mut child = Command::new(BIN)
+        .args(["tenant", "create", "Acme", "--data-dir", data_s])
+        .args(["--twilio-account-sid", SID, "--twilio-auth-token-stdin"])
+        .env("CALLSTREAM_LOG", "debug")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cmdline = loop {
+        // Until the exec: a forked child shows the test binary's argv.
+        let c = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+        if c.windows(b"--twilio-auth-token-stdin".len())
+            .any(|w| w == b"--twilio-auth-token-stdin")
+        {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(!cmdline.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()));
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{TOKEN}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(TOKEN) && !String::from_utf8_lossy(&out.stdout).contains(TOKEN));
+    let tenant: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenant_id = tenant["tenant_id"].as_str().unwrap();
+
+    // At rest: sealed, the data dir and the database owner-only.
+    assert!(
+        !on_disk(&data, TOKEN),
+        "plaintext token in the database files"
+    );
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("keys").join("master.key")), 0o600);
+    let files = db_files(&data);
+    assert!(!files.is_empty(), "{files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    // Looser modes left by an older version are tightened at the next start.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in &files {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = callstream(&["tenant", "settings", tenant_id, "--data-dir", data_s]);
+    assert!(out.status.success());
+    assert_eq!(mode(&data), 0o700);
+    for f in db_files(&data) {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+
+    // Master key rotation: recording keys and tokens re-sealed, the key
+    // file replaced; the same recording key and token read back.
+    let export = || {
+        let out = callstream(&[
+            "recording",
+            "key",
+            "export",
+            "--tenant",
+            tenant_id,
+            "--data-dir",
+            data_s,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let identity = export();
+    let old_key = std::fs::read_to_string(data.join("keys").join("master.key")).unwrap();
+    let out = callstream(&["keys", "rotate-master", "--data-dir", data_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rotated["recording_keys"], 1, "{rotated}");
+    assert_eq!(rotated["provider_secrets"], 1, "{rotated}");
+    assert_ne!(rotated["master_key_id"], rotated["old_master_key_id"]);
+    let new_key = std::fs::read_to_string(data.join("keys").join("master.key")).unwrap();
+    assert_ne!(old_key, new_key);
+    assert!(!new_key.contains(&old_key.trim().to_string()));
+    assert_eq!(mode(&data.join("keys").join("master.key")), 0o600);
+    assert!(!data.join("keys").join("master.key.next").exists());
+    assert_eq!(export(), identity);
+    assert!(!on_disk(&data, TOKEN));
+    let cfg = callstream::config::Config::local("127.0.0.1:0".parse().unwrap(), &data).unwrap();
+    let store = callstream::open_store(&cfg).await.unwrap();
+    assert_eq!(
+        store.sealing_key_ids().await.unwrap(),
+        vec![rotated["master_key_id"].as_str().unwrap().to_string()]
+    );
+    let creds = store.twilio_credentials_for(SID).await.unwrap();
+    assert_eq!(creds.auth_token.expose(), TOKEN);
+    store.close().await;
+
+    // The old key opens nothing any more.
+    std::fs::write(data.join("keys").join("master.key"), &old_key).unwrap();
+    let out = callstream(&[
+        "recording",
+        "key",
+        "export",
+        "--tenant",
+        tenant_id,
+        "--data-dir",
+        data_s,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master key"));
 }
 
 #[tokio::test]
@@ -283,8 +468,8 @@ fn loadgen_against_serve_then_sigterm() {
         &url,
         "--account-sid",
         SID,
-        "--auth-token",
-        TOKEN,
+        "--auth-token-file",
+        &token_file(data),
         "--streams",
         "4",
         "--duration",
@@ -309,14 +494,16 @@ fn loadgen_against_serve_then_sigterm() {
     assert!(report["p50_ms"].as_f64().unwrap() <= report["p99_ms"].as_f64().unwrap());
 
     // A wrong auth token: every stream refused, and reported as errors.
+    let wrong = dir.path().join("wrong.token");
+    std::fs::write(&wrong, "wrong").unwrap();
     let out = callstream(&[
         "loadgen",
         "--url",
         &url,
         "--account-sid",
         SID,
-        "--auth-token",
-        "wrong",
+        "--auth-token-file",
+        wrong.to_str().unwrap(),
         "--streams",
         "2",
         "--duration",

@@ -548,27 +548,23 @@ impl Drop for Serve {
     }
 }
 
-/// Bytes of the age header (and payload nonce) before the first chunk.
-fn age_header_len(file: &[u8]) -> Option<usize> {
-    let mac = file.windows(5).position(|w| w == b"\n--- ")?;
-    let end = mac + 1 + file[mac + 1..].iter().position(|b| *b == b'\n')? + 1;
-    Some(end + 16)
-}
-
 #[tokio::test]
-async fn a_killed_gateway_recovers_every_complete_chunk_on_restart() {
+async fn a_gateway_killed_at_a_random_moment_loses_at_most_the_last_second() {
+    use rand::Rng;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("serve.log");
+    let token = dir.path().join("auth.token");
+    std::fs::write(&token, AUTH_TOKEN).unwrap();
     let out = Command::new(BIN)
         .args(["tenant", "create", "Acme", "--data-dir"])
         .arg(&data)
         .args([
             "--twilio-account-sid",
             ACCOUNT_SID,
-            "--twilio-auth-token",
-            AUTH_TOKEN,
+            "--twilio-auth-token-file",
         ])
+        .arg(&token)
         .output()
         .unwrap();
     assert!(
@@ -591,37 +587,44 @@ async fn a_killed_gateway_recovers_every_complete_chunk_on_restart() {
         .insert("X-Twilio-Signature", sig.parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
 
-    // Eight seconds of both tracks: 256 044 bytes of WAV, three complete
-    // 64 KiB chunks and part of a fourth.
-    let caller = jfk_ulaw_frames()[..400].to_vec();
-    let agent = agent_frames()[..400].to_vec();
+    // Real speech on both tracks, paced like Twilio (one 20 ms frame per
+    // track every 20 ms); the gateway is killed after a random number of
+    // frames, between 1.5 s and 9.5 s of audio.
+    let caller = jfk_ulaw_frames()[..500].to_vec();
+    let agent = agent_frames()[..500].to_vec();
+    let kill_at = rand::thread_rng().gen_range(75..475usize);
     let mut call = Call::new();
     ws.send(call.start(&[])).await.unwrap();
-    send_call(&mut ws, &mut call, &caller, &agent, 0).await;
-    let sent_frames = 400 * 160u64;
-    let plaintext = 44 + 4 * sent_frames;
-    let complete_chunks = plaintext / 65_536;
-    assert_eq!(complete_chunks, 3);
-
-    // Kill once the gateway has written every chunk it can.
-    let rec_dir = data.join("recordings");
-    eventually(|| async {
-        files_under(&rec_dir).iter().any(|p| {
-            let bytes = std::fs::read(p).unwrap_or_default();
-            p.to_string_lossy().ends_with(".spool.partial")
-                && age_header_len(&bytes)
-                    .is_some_and(|h| (bytes.len() - h) as u64 >= complete_chunks * (65_536 + 16))
-        })
-    })
-    .await;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for slot in 0..kill_at {
+        tick.tick().await;
+        let ts = slot as u64 * 20;
+        let seq = slot as u64 + 1;
+        ws.feed(call.media(StreamTrack::Inbound, seq, ts, &caller[slot]))
+            .await
+            .unwrap();
+        ws.send(call.media(StreamTrack::Outbound, seq, ts, &agent[slot]))
+            .await
+            .unwrap();
+    }
     serve.child.kill().unwrap(); // SIGKILL
     serve.child.wait().unwrap();
     drop(ws);
+    let sent = kill_at as u64 * 160;
+    let rec_dir = data.join("recordings");
     let left_behind = files_under(&rec_dir);
     assert_eq!(left_behind.len(), 1);
     assert!(left_behind[0]
         .to_string_lossy()
         .ends_with(".wav.age.spool.partial"));
+    // No plaintext audio at rest: no run of the sent PCM is in the spool.
+    let spool = std::fs::read(&left_behind[0]).unwrap();
+    let pcm: Vec<u8> = decoded(&caller[..kill_at])
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    let probe = &pcm[pcm.len() / 2..pcm.len() / 2 + 64];
+    assert!(!spool.windows(probe.len()).any(|w| w == probe));
 
     // Restart: the recording is recovered before streams are taken.
     let serve = Serve::start(&data, &log).await;
@@ -654,16 +657,38 @@ async fn a_killed_gateway_recovers_every_complete_chunk_on_restart() {
     let wav = age_decrypt(&key, &files[0]);
     let (left, right) = stereo(&wav);
     let recovered = left.len() as u64;
-    // Everything in the complete chunks came back; at most the last chunk
-    // (64 KiB = 2.048 s of stereo 8 kHz) is lost.
-    assert_eq!(44 + 4 * recovered, complete_chunks * 65_536);
-    assert!(sent_frames - recovered <= 65_536 / 4);
+    eprintln!("killed after {sent} samples sent, {recovered} recovered");
+    // All audio sent up to one second (8000 samples) before the kill came
+    // back, exactly as sent; nothing that was not sent.
+    assert!(
+        recovered <= sent && sent - recovered <= 8000,
+        "killed after {sent} samples, recovered {recovered}"
+    );
     assert_eq!(left[..], decoded(&caller)[..recovered as usize]);
     assert_eq!(right[..], decoded(&agent)[..recovered as usize]);
-    assert_eq!(
-        detail["recording"]["duration_ms"].as_u64().unwrap(),
-        recovered / 8
-    );
+    let rec_ms = detail["recording"]["duration_ms"].as_i64().unwrap();
+    assert_eq!(rec_ms as u64, recovered / 8);
+    // The call ended where its audio did, not at the restart.
+    let (_, rec) = http(
+        serve.addr(),
+        "GET",
+        &format!(
+            "/v1/recordings/{}",
+            detail["recording"]["id"].as_str().unwrap()
+        ),
+        Some(&api_key),
+        None,
+    )
+    .await;
+    let rec_start = rec["created_at"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{rec}"));
+    let ended = detail["ended_at"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{detail}"));
+    assert_eq!(ended, rec_start + rec_ms, "{detail}");
+    let started = detail["started_at"].as_i64().unwrap();
+    assert_eq!(detail["duration_ms"].as_i64().unwrap(), ended - started);
 
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -618,10 +618,9 @@ impl Serve {
                 "Acme",
                 "--twilio-account-sid",
                 common::ACCOUNT_SID,
-                "--twilio-auth-token",
-                AUTH_TOKEN,
+                "--twilio-auth-token-stdin",
             ],
-            "",
+            &format!("{AUTH_TOKEN}\n"),
         );
         let tenant_id = tenant["tenant_id"].as_str().unwrap().to_string();
         for (role, name, email) in [

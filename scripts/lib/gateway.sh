@@ -15,7 +15,7 @@ start_gateway() {
   sid=AC$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')
   token=$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')
   api_key=$("$bin" tenant create "$name" --data-dir "$dir" --twilio-account-sid "$sid" \
-    --twilio-auth-token "$token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+    --twilio-auth-token-stdin <<<"$token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
   CALLSTREAM_LOG=${CALLSTREAM_LOG:-warn} "$bin" serve --data-dir "$dir" --listen "127.0.0.1:$port" "$@" 2>"$dir/serve.log" &
   pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0; sleep 0.1; done

@@ -34,9 +34,16 @@ pub struct Options {
     /// Twilio account SID of the tenant to stream as.
     #[arg(long)]
     pub account_sid: String,
-    /// That account's auth token (signs each upgrade like Twilio does).
+    /// File holding that account's auth token (signs each upgrade like
+    /// Twilio does).
+    #[arg(long, value_name = "PATH", conflicts_with = "auth_token_stdin")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+    /// Read that account's auth token from standard input.
     #[arg(long)]
-    pub auth_token: Secret,
+    pub auth_token_stdin: bool,
+    /// Refused: a token on the command line shows in `ps`.
+    #[arg(long, hide = true, value_name = "TOKEN")]
+    pub auth_token: Option<String>,
     /// Concurrent streams.
     #[arg(long, default_value_t = 10)]
     pub streams: usize,
@@ -102,6 +109,13 @@ pub struct Report {
 
 /// Runs the load and reports what the gateway's metrics saw.
 pub async fn run(opts: Options) -> anyhow::Result<Report> {
+    if opts.auth_token.is_some() {
+        bail!(crate::secret::argv_refused("--auth-token"));
+    }
+    let auth_token: Secret =
+        crate::secret::read_secret(opts.auth_token_file.as_deref(), opts.auth_token_stdin)
+            .map_err(|e| anyhow::anyhow!("--auth-token-file/--auth-token-stdin: {e}"))?
+            .ok_or_else(|| anyhow::anyhow!("give --auth-token-file PATH or --auth-token-stdin"))?;
     if opts.streams == 0 {
         bail!("--streams must be at least 1");
     }
@@ -111,7 +125,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         None => derive_metrics_url(&opts.url)?,
     };
     let before = metrics_text::fetch(&metrics_url).await?;
-    let signature = signature::compute(opts.auth_token.expose(), &opts.url, &[]);
+    let signature = signature::compute(auth_token.expose(), &opts.url, &[]);
     let sent = Arc::new(AtomicU64::new(0));
     let pacing = Arc::new(Pacing::default());
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

@@ -1,96 +1,40 @@
 //! Encrypted recording objects in the age format (blocking I/O).
 //!
-//! A live call is written as a *spool*: an age stream of a WAV whose header
-//! carries placeholder sizes, appended as audio arrives and never holding
-//! plaintext on disk. age encrypts in 64 KiB chunks and writes a chunk as
-//! soon as the next byte arrives, so at any moment everything but the
-//! chunk being filled is on disk, each chunk authenticated on its own.
+//! A live call is written as a *spool* ([`super::spool`]): the WAV, with a
+//! header carrying placeholder sizes, in records sealed at least every
+//! second of audio, never holding plaintext on disk.
 //!
 //! A WAV header needs the sizes, which are known only at the end, so the
 //! spool is then *finalised*: decrypted (streaming, never fully in memory)
-//! and re-encrypted under a fresh file key into the final object with the
-//! right header, committed atomically, and the spool deleted. The same
-//! path recovers a spool a crashed process left: the complete chunks
-//! decrypt and authenticate, the torn last one does not, and everything
-//! before it becomes a valid, finalised file. The cost is one extra
-//! decrypt+encrypt pass per call; the gain is that every stored recording
-//! is a plain age file of a standard WAV (`age -d` then any player).
+//! and re-encrypted as an age file under a fresh file key into the final
+//! object with the right header, committed atomically, and the spool
+//! deleted. The same path recovers a spool a crashed process left: the
+//! whole records decrypt and authenticate, a torn last one is dropped, and
+//! everything before it becomes a valid, finalised file. The cost is one
+//! extra decrypt+encrypt pass per call; the gain is that every stored
+//! recording is a plain age file of a standard WAV (`age -d` then any
+//! player), read with HTTP Range through age's seekable 64 KiB chunks.
 //!
-//! What a crash can lose is therefore the chunk being filled: at most
-//! 64 KiB of WAV, [`CHUNK_SECONDS_STEREO_8K`] ≈ 2.05 s of stereo 16-bit
-//! audio at 8 kHz (plus the at most one second an absent second track holds
-//! the first back, see `interleave`).
+//! What a crash can lose is therefore the record being filled (see
+//! `recorder` for how often records are sealed) plus what the interleaver
+//! holds back while one track waits for the other (`interleave`).
 
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 
-use age::stream::{StreamReader, StreamWriter};
+use super::spool::SpoolReader;
 
-use super::storage::{ObjectRead, ObjectWriter, Storage, StorageError};
+use age::stream::StreamReader;
+
+use super::storage::{ObjectRead, Storage, StorageError};
 use super::wav;
 use super::RecordingError;
 
-/// Plaintext bytes per age STREAM chunk.
+/// Plaintext bytes per age STREAM chunk (of final objects).
 pub const CHUNK_BYTES: u64 = 64 * 1024;
-
-/// Audio in one chunk of a stereo 16-bit 8 kHz recording (32 000 B/s):
-/// the most a crash of the writer can lose.
-pub const CHUNK_SECONDS_STEREO_8K: f64 = CHUNK_BYTES as f64 / 32_000.0;
 
 fn encryptor(recipient: &age::x25519::Recipient) -> Result<age::Encryptor, RecordingError> {
     age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
         .map_err(|e| RecordingError::Key(format!("cannot encrypt to the tenant key: {e}")))
-}
-
-/// The growing encrypted WAV of a live call.
-pub struct SpoolWriter {
-    age: StreamWriter<Box<dyn ObjectWriter>>,
-    plaintext: u64,
-}
-
-impl SpoolWriter {
-    /// Starts a spool at `key`, encrypted to `recipient`.
-    pub fn create(
-        storage: &dyn Storage,
-        key: &str,
-        recipient: &age::x25519::Recipient,
-    ) -> Result<Self, RecordingError> {
-        let enc = encryptor(recipient)?;
-        let out = storage.create(key)?;
-        let age = enc.wrap_output(out).map_err(StorageError::from)?;
-        Ok(Self { age, plaintext: 0 })
-    }
-
-    /// Whether writing `n` more bytes makes age encrypt and write out a
-    /// chunk (storage I/O, to be done off the async threads) rather than
-    /// only copy into its in-memory chunk.
-    pub fn writes_through(&self, n: usize) -> bool {
-        let fill = if self.plaintext == 0 {
-            0
-        } else {
-            (self.plaintext - 1) % CHUNK_BYTES + 1
-        };
-        fill + n as u64 > CHUNK_BYTES
-    }
-
-    pub fn write(&mut self, buf: &[u8]) -> Result<(), StorageError> {
-        self.age.write_all(buf)?;
-        self.plaintext += buf.len() as u64;
-        Ok(())
-    }
-
-    /// Plaintext bytes written so far (header included).
-    pub fn plaintext_len(&self) -> u64 {
-        self.plaintext
-    }
-
-    /// Writes the final chunk. The spool stays partial (it is replaced by
-    /// the finalised object, never committed itself); dropping the writer
-    /// releases it for finalisation.
-    pub fn finish(self) -> Result<(), StorageError> {
-        let out = self.age.finish()?;
-        drop(out);
-        Ok(())
-    }
 }
 
 /// What a finalised recording turned out to be.
@@ -157,22 +101,6 @@ fn is_torn(e: &io::Error) -> bool {
     )
 }
 
-/// Reads as much as authenticates, up to `buf.len()`; `Ok(n < len)` at
-/// the end of the authenticated stream.
-fn read_authenticated(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_torn(&e) => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Turns the spool at `spool_key` into the final object at `final_key`
 /// (see the module docs) and deletes the spool.
 ///
@@ -193,11 +121,11 @@ pub fn finalise(
     // much authenticates.
     let (channels, sample_rate, data_len) = {
         let mut header = [0u8; wav::HEADER_LEN];
-        let reader = open_age(storage.open_partial(spool_key)?, identity)?;
+        let reader = SpoolReader::open(storage.open_partial(spool_key)?, identity)?;
         match reader {
             None => (fallback.0, fallback.1, 0),
             Some(mut r) => {
-                let got = read_authenticated(&mut r, &mut header).map_err(StorageError::from)?;
+                let got = read_spool(&mut r, &mut header)?;
                 if got < wav::HEADER_LEN {
                     (fallback.0, fallback.1, 0)
                 } else {
@@ -206,7 +134,7 @@ pub fn finalise(
                     })?;
                     let len = match data_bytes {
                         Some(n) => n,
-                        None => count_authenticated(&mut r).map_err(StorageError::from)?,
+                        None => count_spool(&mut r)?,
                     };
                     let block = u64::from(info.block_align);
                     (info.channels, info.sample_rate, len - len % block)
@@ -229,11 +157,11 @@ pub fn finalise(
         if data_len == 0 {
             return Ok(0);
         }
-        let Some(mut r) = open_age(storage.open_partial(spool_key)?, identity)? else {
+        let Some(mut r) = SpoolReader::open(storage.open_partial(spool_key)?, identity)? else {
             return Ok(0);
         };
         let mut skip = [0u8; wav::HEADER_LEN];
-        read_authenticated(&mut r, &mut skip).map_err(StorageError::from)?;
+        read_spool(&mut r, &mut skip)?;
         copy_exact(&mut r, &mut out, data_len)
     })();
     let finished = match copied {
@@ -261,25 +189,41 @@ pub fn finalise(
     })
 }
 
-fn count_authenticated(r: &mut impl Read) -> io::Result<u64> {
-    let mut buf = vec![0u8; CHUNK_BYTES as usize];
-    let mut total = 0u64;
-    loop {
-        let n = read_authenticated(r, &mut buf)?;
-        total += n as u64;
-        if n < buf.len() {
-            return Ok(total);
-        }
+/// A spool read error: a record failing authentication is corruption
+/// (never served or kept as audio), anything else is storage failing.
+fn spool_error(e: io::Error) -> RecordingError {
+    if e.kind() == io::ErrorKind::InvalidData {
+        RecordingError::Corrupt(e.to_string())
+    } else {
+        RecordingError::Storage(StorageError::Io(e))
     }
 }
 
-/// Copies up to `len` authenticated bytes; returns how many.
-fn copy_exact(r: &mut impl Read, w: &mut impl Write, len: u64) -> Result<u64, RecordingError> {
+/// Reads from the spool until `buf` is full or its whole records end.
+fn read_spool(r: &mut SpoolReader, buf: &mut [u8]) -> Result<usize, RecordingError> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(spool_error(e)),
+        }
+    }
+    Ok(n)
+}
+
+/// Plaintext bytes in the rest of the spool's whole records.
+fn count_spool(r: &mut SpoolReader) -> Result<u64, RecordingError> {
+    io::copy(r, &mut io::sink()).map_err(spool_error)
+}
+
+fn copy_exact(r: &mut SpoolReader, w: &mut impl Write, len: u64) -> Result<u64, RecordingError> {
     let mut buf = vec![0u8; CHUNK_BYTES as usize];
     let mut left = len;
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
-        let n = read_authenticated(r, &mut buf[..want]).map_err(StorageError::from)?;
+        let n = read_spool(r, &mut buf[..want])?;
         w.write_all(&buf[..n]).map_err(StorageError::from)?;
         left -= n as u64;
         if n < want {
@@ -414,6 +358,7 @@ impl Seek for WavReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recording::spool::SpoolWriter;
     use crate::recording::storage::LocalStorage;
 
     fn setup() -> (
@@ -440,8 +385,12 @@ mod tests {
             .collect()
     }
 
+    /// Plaintext per spool record in these tests (half a second of 8 kHz
+    /// stereo).
+    const RECORD: u64 = 16_000;
+
     fn spool_with(storage: &LocalStorage, r: &age::x25519::Recipient, data: &[u8]) -> SpoolWriter {
-        let mut w = SpoolWriter::create(storage, "t/x.spool", r).unwrap();
+        let mut w = SpoolWriter::create(storage, "t/x.spool", r, RECORD as usize).unwrap();
         w.write(&wav::pcm16_header(2, 8000, u32::MAX)).unwrap();
         for piece in data.chunks(640) {
             w.write(piece).unwrap();
@@ -486,20 +435,20 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_spool_recovers_every_complete_chunk() {
+    fn a_torn_spool_recovers_every_complete_record() {
         let (_d, s, id, r) = setup();
         let data = audio(50_000); // 200 044 plaintext bytes
         let w = spool_with(&s, &r, &data);
         let written = w.plaintext_len();
-        drop(w); // killed: the chunk being filled never reached storage
+        drop(w); // killed: the record being filled never reached storage
         let f = finalise(&s, "t/x.spool", "t/x.wav.age", &id, &r, None, (2, 8000)).unwrap();
-        let complete = written / CHUNK_BYTES * CHUNK_BYTES;
+        let complete = written / RECORD * RECORD;
         assert_eq!(f.data_bytes, complete - 44);
-        assert!(written - (f.data_bytes + 44) <= CHUNK_BYTES);
+        assert!(written - (f.data_bytes + 44) < RECORD);
         let wav_bytes = decrypt_all(&s, "t/x.wav.age", &id);
         assert_eq!(&wav_bytes[44..], &data[..f.data_bytes as usize]);
 
-        // A torn write inside a chunk (half a chunk on disk) is cut too.
+        // A torn write inside a record (part of it on disk) is cut too.
         let w = spool_with(&s, &r, &data);
         drop(w);
         let path = s.root().join("t/x.spool.partial");
@@ -507,7 +456,18 @@ mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len - 1000).unwrap();
         let f = finalise(&s, "t/x.spool", "t/y.wav.age", &id, &r, None, (2, 8000)).unwrap();
-        assert_eq!(f.data_bytes, 2 * CHUNK_BYTES - 44);
+        assert_eq!(f.data_bytes, complete - RECORD - 44);
+
+        // A flipped byte in a whole record: corrupt, no object made.
+        let w = spool_with(&s, &r, &data);
+        drop(w);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = finalise(&s, "t/x.spool", "t/z.wav.age", &id, &r, None, (2, 8000)).unwrap_err();
+        assert!(matches!(err, RecordingError::Corrupt(_)), "{err}");
+        assert!(s.open("t/z.wav.age").is_err());
     }
 
     #[test]
@@ -638,26 +598,38 @@ mod tests {
 
     #[test]
     fn readers_and_writers_cross_threads() {
+        use crate::recording::spool::SpoolReader;
+        fn _reader_is_send(r: SpoolReader) -> impl Send {
+            r
+        }
         fn send<T: Send + 'static>() {}
         send::<WavReader>();
         send::<SpoolWriter>();
     }
 
     #[test]
-    fn writes_through_predicts_chunk_io() {
+    fn writes_through_predicts_record_io() {
         let (_d, s, _id, r) = setup();
-        let mut w = SpoolWriter::create(&s, "t/z.spool", &r).unwrap();
+        let mut w = SpoolWriter::create(&s, "t/z.spool", &r, RECORD as usize).unwrap();
         let path = s.root().join("t/z.spool.partial");
         let header = std::fs::metadata(&path).unwrap().len();
-        w.write(&vec![0; CHUNK_BYTES as usize - 10]).unwrap();
-        assert!(!w.writes_through(10));
-        w.write(&[0; 10]).unwrap();
+        w.write(&vec![0; RECORD as usize - 10]).unwrap();
+        assert!(!w.writes_through(9));
+        w.write(&[0; 9]).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), header);
         assert!(w.writes_through(1));
         w.write(&[0; 1]).unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
-            header + CHUNK_BYTES + 16
+            header + 4 + RECORD + 16
+        );
+        // A short record when asked (the wall-clock seal).
+        w.write(&[0; 3]).unwrap();
+        assert_eq!(w.pending_len(), 3);
+        w.seal().unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            header + 2 * (4 + 16) + RECORD + 3
         );
     }
 }

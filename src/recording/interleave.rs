@@ -7,9 +7,10 @@
 //! channel says who spoke without any metadata.
 //!
 //! Output advances as far as both tracks have audio. A track that falls
-//! more than [`Interleaver::lag_frames`] (one second) behind the other is
+//! more than [`Interleaver::lag_frames`] (half a second) behind the other is
 //! taken to be silent there and padded: a one-track call is not held back,
-//! and what a crash can lose stays bounded. Audio arriving for positions
+//! and what a crash can lose stays bounded (this half second plus the
+//! recorder's half-second spool records: at most one second). Audio arriving for positions
 //! already written (a track lagging by more than that) is dropped and
 //! counted in [`Interleaver::late_samples`].
 
@@ -83,7 +84,7 @@ impl Interleaver {
 
     /// How far one track may run ahead before the other is padded.
     pub fn lag_frames(&self) -> u64 {
-        u64::from(self.sample_rate)
+        u64::from(self.sample_rate) / 2
     }
 
     /// Takes a placed chunk. Chunks at another rate are refused (`false`):
@@ -215,7 +216,7 @@ mod tests {
     #[test]
     fn a_silent_track_holds_output_back_by_at_most_the_lag() {
         let mut i = Interleaver::new(8000, u64::MAX);
-        i.push(chunk(Track::Caller, 0, vec![5; 8000 + 10]));
+        i.push(chunk(Track::Caller, 0, vec![5; 4000 + 10]));
         let out = drain(&mut i);
         assert_eq!(out.len(), 10);
         assert!(out.iter().all(|f| *f == (5, 0)));
@@ -224,7 +225,7 @@ mod tests {
         assert_eq!(i.late_samples(), 10);
         i.finish();
         let rest = drain(&mut i);
-        assert_eq!(rest.len(), 8000);
+        assert_eq!(rest.len(), 4000);
         assert_eq!(&rest[..10], &[(5, 9); 10]);
     }
 

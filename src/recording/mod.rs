@@ -2,8 +2,10 @@
 //!
 //! - [`keys`]: the master key and per-tenant age identities it wraps;
 //! - [`storage`]: the object store trait and its local filesystem form;
-//! - [`crypt`]: age-encrypted spools, finalisation/recovery, the seekable
-//!   decrypting [`WavReader`];
+//! - [`spool`]: a live call's encrypted spool, sealed at least every
+//!   second of audio so a crash loses at most that;
+//! - [`crypt`]: finalisation/recovery of spools into age files, the
+//!   seekable decrypting [`WavReader`];
 //! - [`interleave`]: sans-IO stereo placement of a call's two tracks;
 //! - [`recorder`]: the per-call task that turns placed PCM into a recording;
 //! - [`Recordings`]: the service the rest of the gateway calls (open,
@@ -22,13 +24,14 @@ pub mod keys;
 pub mod recorder;
 pub mod retention;
 pub mod signing;
+pub mod spool;
 pub mod storage;
 pub mod wav;
 
 use std::io::Read;
 use std::sync::Arc;
 
-pub use crypt::{WavReader, CHUNK_BYTES, CHUNK_SECONDS_STEREO_8K};
+pub use crypt::{WavReader, CHUNK_BYTES};
 pub use keys::{Keyring, MasterKey, TenantIdentity};
 pub use storage::{LocalStorage, Storage, StorageError};
 
@@ -78,6 +81,12 @@ impl From<keys::KeyError> for RecordingError {
             keys::KeyError::Store(s) => RecordingError::Store(s),
             other => RecordingError::Key(other.to_string()),
         }
+    }
+}
+
+impl From<keys::MasterKeyError> for RecordingError {
+    fn from(e: keys::MasterKeyError) -> Self {
+        RecordingError::Key(e.to_string())
     }
 }
 
@@ -461,14 +470,20 @@ impl Recordings {
             .recording_seconds
             .inc_by(fin.duration_ms() as f64 / 1000.0);
         if let Some(call) = &rec.call_id {
+            // The call ended where its audio did, not at this restart
+            // (which may have marked it interrupted already).
+            let audio_end = rec.created_at + fin.duration_ms() as i64;
             store
-                .end_call(tenant, call, CallStatus::Interrupted, now)
+                .end_call(tenant, call, CallStatus::Interrupted, audio_end)
+                .await?;
+            store
+                .set_interrupted_call_end(tenant, call, audio_end, now)
                 .await?;
             let detail = serde_json::json!({
                 "recording_id": rec.id,
                 "recovered_ms": fin.duration_ms(),
                 "reason": "gateway restarted while recording",
-                "lost": "audio after the last complete 64 KiB encryption chunk (at most ~2 s)",
+                "lost": "audio after the last sealed spool record (at most the last second)",
             });
             let event = if status == RecordingStatus::Interrupted {
                 "recording_interrupted"
@@ -522,7 +537,7 @@ impl Recordings {
 
 /// The master key the configuration names: the value itself, else the key
 /// file (created when absent).
-pub fn master_key(cfg: &Config) -> Result<MasterKey, RecordingError> {
+pub fn master_key(cfg: &Config) -> Result<MasterKey, keys::MasterKeyError> {
     match &cfg.recording.master_key {
         Some(k) => Ok(MasterKey::from_hex(k.expose())?),
         None => Ok(MasterKey::load_or_create(&cfg.master_key_file())?),
@@ -639,14 +654,17 @@ mod tests {
                     tx.send(chunk).await.unwrap();
                 }
             }
-            // 24 000 frames = 96 044 bytes: one complete chunk on disk.
+            // 24 000 frames = 96 044 bytes: six whole half-second records
+            // (16 000 bytes, 20 bytes of framing and tag each) on disk, the
+            // last 44 bytes sealed too once they have waited half a second.
+            let six_records = 6 * (4 + 16_000 + 16);
             for _ in 0..200 {
                 let sealed = recs
                     .storage()
                     .list("")
                     .unwrap()
                     .iter()
-                    .any(|o| o.partial && o.size > CHUNK_BYTES);
+                    .any(|o| o.partial && o.size > six_records);
                 if sealed && tx.capacity() == tx.max_capacity() {
                     break;
                 }
@@ -660,9 +678,10 @@ mod tests {
             assert_eq!(recovered.len(), 1);
             let rec = &recovered[0];
             assert_eq!(rec.status, RecordingStatus::Interrupted);
-            let frames = (CHUNK_BYTES - 44) / 4;
+            let plaintext = rec.bytes.unwrap() as u64;
+            assert!(plaintext == 96_000 || plaintext == 96_044, "{plaintext}");
+            let frames = (plaintext - 44) / 4;
             assert_eq!(rec.duration_ms, Some((frames / 8) as i64));
-            assert_eq!(rec.bytes, Some(CHUNK_BYTES as i64));
             let (_, mut r) = recs.open_wav(&t.id, &rec.id).await.unwrap();
             let mut wav_bytes = Vec::new();
             r.read_to_end(&mut wav_bytes).unwrap();
@@ -673,9 +692,12 @@ mod tests {
             assert_eq!(&wav_bytes[at..at + 4], &[1, 0, 0xff, 0xff]);
             let logs = store.list_call_logs(&t.id, &call_id).await.unwrap();
             assert!(logs.iter().any(|l| l.event == "recording_interrupted"));
+            let ended = store.get_call(&t.id, &call_id).await.unwrap();
+            assert_eq!(ended.status, CallStatus::Interrupted);
+            // The call ends where the recovered audio does.
             assert_eq!(
-                store.get_call(&t.id, &call_id).await.unwrap().status,
-                CallStatus::Interrupted
+                ended.ended_at,
+                Some(rec.created_at + rec.duration_ms.unwrap())
             );
             // Nothing left to recover.
             assert!(recs.recover().await.unwrap().is_empty());

@@ -10,17 +10,24 @@
 //! in the call log, and the task keeps draining its channel so the call
 //! and its transcription carry on unaffected.
 //!
-//! Interleaving and small writes run on the async task; a write that makes
-//! age seal a 64 KiB chunk (encryption plus a storage write, every ~2 s of
-//! audio) and finalisation run on the blocking pool.
+//! Crash loss: the spool is sealed in records of at most
+//! [`SEAL_AUDIO_MS`] of audio, and a record with any audio is also sealed
+//! once it has waited [`SEAL_WALL`] (frames can arrive slowly), so a kill
+//! -9 loses at most that half second plus what the interleaver holds back
+//! (half a second at most): the last second of audio.
+//!
+//! Interleaving and small writes run on the async task; a write that seals
+//! a record (encryption plus a storage write) and finalisation run on the
+//! blocking pool.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::crypt::{self, SpoolWriter};
+use super::crypt;
 use super::interleave::{Interleaver, FRAME_BYTES};
+use super::spool::SpoolWriter;
 use super::{keys, wav, ObjectKeys, RecordingError, Recordings};
 use crate::media::PcmChunk;
 use crate::store::{NewRecording, RecordingOutcome, RecordingSource, RecordingStatus};
@@ -31,6 +38,18 @@ const FRAMES_PER_WRITE: usize = 4096;
 
 /// Rate assumed for a call that ends before any audio arrives.
 const DEFAULT_RATE: u32 = 8000;
+
+/// Audio per spool record: what a crash can lose of what reached the
+/// recorder (with the interleaver's half-second lag, one second in all).
+pub const SEAL_AUDIO_MS: u64 = 500;
+
+/// Longest a record with audio in it waits before it is sealed anyway.
+pub const SEAL_WALL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Spool record size at `sample_rate` (stereo 16-bit frames).
+fn record_bytes(sample_rate: u32) -> usize {
+    (u64::from(sample_rate) * SEAL_AUDIO_MS / 1000) as usize * FRAME_BYTES
+}
 
 /// Which failure, for the metric's bounded label.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +86,9 @@ struct Live {
     spool: Option<SpoolWriter>,
     interleaver: Option<Interleaver>,
     buf: Vec<u8>,
+    /// When the pending (unsealed) audio must be sealed; `None` when
+    /// nothing is pending.
+    seal_by: Option<tokio::time::Instant>,
 }
 
 impl Recordings {
@@ -88,7 +110,25 @@ impl Recordings {
                 None
             }
         };
-        while let Some(chunk) = rx.recv().await {
+        loop {
+            let seal_by = live.as_ref().and_then(|l| l.seal_by);
+            let next = match seal_by {
+                Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        // Audio waited long enough unsealed: seal it now.
+                        if let Some(l) = live.as_mut() {
+                            if let Err(e) = seal(l).await {
+                                let l = live.take();
+                                self.fail_live(&tenant_id, &call_id, l, &e).await;
+                            }
+                        }
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(chunk) = next else { break };
             let Some(l) = live.as_mut() else {
                 continue; // failed: keep draining so the call goes on
             };
@@ -136,7 +176,7 @@ impl Recordings {
         let spool_key = keys.spool.clone();
         let r = recipient.clone();
         let spool = tokio::task::spawn_blocking(move || {
-            SpoolWriter::create(storage.as_ref(), &spool_key, &r)
+            SpoolWriter::create(storage.as_ref(), &spool_key, &r, record_bytes(DEFAULT_RATE))
         })
         .await
         .map_err(|e| (Some(id.clone()), e.into()))?
@@ -157,6 +197,7 @@ impl Recordings {
             spool: Some(spool),
             interleaver: None,
             buf: Vec::new(),
+            seal_by: None,
         })
     }
 
@@ -164,6 +205,9 @@ impl Recordings {
         if l.interleaver.is_none() {
             let limit = self.max_duration_secs() * u64::from(chunk.sample_rate);
             l.interleaver = Some(Interleaver::new(chunk.sample_rate, limit));
+            if let Some(spool) = l.spool.as_mut() {
+                spool.set_record_bytes(record_bytes(chunk.sample_rate));
+            }
             let header = wav::pcm16_header(2, chunk.sample_rate, u32::MAX);
             l.buf.clear();
             l.buf.extend_from_slice(&header);
@@ -371,6 +415,9 @@ async fn write(l: &mut Live) -> Result<(), RecordingError> {
         .ok_or_else(|| RecordingError::Task("spool writer lost".into()))?;
     if !spool.writes_through(l.buf.len()) {
         let r = spool.write(&l.buf);
+        l.seal_by = l
+            .seal_by
+            .or_else(|| Some(tokio::time::Instant::now() + SEAL_WALL));
         l.spool = Some(spool);
         return r.map_err(Into::into);
     }
@@ -380,7 +427,24 @@ async fn write(l: &mut Live) -> Result<(), RecordingError> {
         (spool, buf, r)
     })
     .await?;
+    // What is left pending after the sealed records started just now.
+    l.seal_by = (spool.pending_len() > 0).then(|| tokio::time::Instant::now() + SEAL_WALL);
     l.spool = Some(spool);
     l.buf = buf;
+    r.map_err(Into::into)
+}
+
+/// Seals the pending audio as a (short) record, on the blocking pool.
+async fn seal(l: &mut Live) -> Result<(), RecordingError> {
+    l.seal_by = None;
+    let Some(mut spool) = l.spool.take() else {
+        return Err(RecordingError::Task("spool writer lost".into()));
+    };
+    let (spool, r) = tokio::task::spawn_blocking(move || {
+        let r = spool.seal();
+        (spool, r)
+    })
+    .await?;
+    l.spool = Some(spool);
     r.map_err(Into::into)
 }

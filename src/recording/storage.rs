@@ -145,7 +145,7 @@ impl LocalStorage {
         Ok(self.root.join(key))
     }
 
-    fn partial_path(&self, key: &str) -> Result<PathBuf, StorageError> {
+    pub(crate) fn partial_path(&self, key: &str) -> Result<PathBuf, StorageError> {
         let mut p = self.path_of(key)?.into_os_string();
         p.push(PARTIAL_SUFFIX);
         Ok(PathBuf::from(p))

@@ -365,6 +365,31 @@ impl Store {
         .await;
     }
 
+    /// Sets when an interrupted call ended (e.g. where its recovered audio
+    /// stops), and its duration from that; other calls are left alone.
+    pub async fn set_interrupted_call_end(
+        &self,
+        tenant_id: &str,
+        call_id: &str,
+        ended_at: i64,
+        now: i64,
+    ) -> Result<()> {
+        let _writer = self.writer().await;
+        sqlx::query(
+            "UPDATE calls SET ended_at = $1, duration_ms = CASE \
+             WHEN $1 > COALESCE(answered_at, started_at, created_at) \
+             THEN $1 - COALESCE(answered_at, started_at, created_at) ELSE 0 END, updated_at = $2 \
+             WHERE tenant_id = $3 AND id = $4 AND status = 'interrupted'",
+        )
+        .bind(ended_at)
+        .bind(now)
+        .bind(tenant_id)
+        .bind(call_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     pub async fn get_call(&self, tenant_id: &str, call_id: &str) -> Result<Call> {
         let row = sqlx::query(&format!(
             "SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND id = $2"
@@ -533,21 +558,13 @@ impl Store {
         tenant_id: &str,
     ) -> Result<Option<super::TwilioCredentials>> {
         let row = sqlx::query(
-            "SELECT twilio_account_sid, twilio_auth_token FROM tenants WHERE id = $1 \
-             AND twilio_account_sid IS NOT NULL AND twilio_auth_token IS NOT NULL",
+            "SELECT id, twilio_account_sid, twilio_auth_token, secrets_master_key_id FROM tenants \
+             WHERE id = $1 AND twilio_account_sid IS NOT NULL AND twilio_auth_token IS NOT NULL",
         )
         .bind(tenant_id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|r| {
-            let token: String = r.try_get("twilio_auth_token")?;
-            Ok(super::TwilioCredentials {
-                tenant_id: tenant_id.to_string(),
-                account_sid: r.try_get("twilio_account_sid")?,
-                auth_token: crate::secret::Secret::new(token),
-            })
-        })
-        .transpose()
+        row.map(|r| self.credentials(&r)).transpose()
     }
 
     /// The tenant's live phone numbers (not released or failed), E.164.

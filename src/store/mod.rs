@@ -11,6 +11,7 @@ mod jobs;
 mod phone_numbers;
 mod policy;
 mod recordings;
+mod secrets;
 mod sessions;
 mod tenants;
 mod transcripts;
@@ -42,6 +43,7 @@ pub use recordings::{
     NewRecording, NewRecordingKey, Recording, RecordingKey, RecordingKeyStatus, RecordingOutcome,
     RecordingSource, RecordingStatus,
 };
+pub use secrets::ResealCount;
 pub use sessions::{
     check_password_rules, csrf_token, NewSession, SessionLifetime, MAX_PASSWORD_BYTES,
     MIN_PASSWORD_CHARS, SESSION_KEY_ID,
@@ -65,6 +67,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored value is invalid: {0}")]
     Corrupt(String),
+    #[error("no master key to seal or open provider secrets with")]
+    NoMasterKey,
+    #[error("stored secrets were sealed by master key {sealed_by}, but the configured master key is {configured}")]
+    WrongMasterKey {
+        sealed_by: String,
+        configured: String,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -90,6 +99,9 @@ pub struct Store {
     tenants_generation: Arc<std::sync::atomic::AtomicU64>,
     /// The tenant event log's fan-out and retention (see [`events`]).
     events: Arc<events::EventLog>,
+    /// Seals and opens provider secrets ([`Store::with_master_key`]);
+    /// without it a store can still do everything else.
+    master: Option<Arc<crate::secret::MasterKey>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -105,16 +117,11 @@ impl Store {
         } else {
             Backend::Postgres
         };
-        if backend == Backend::Sqlite {
-            if let Some(parent) = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_owned())) {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(&parent).map_err(|e| {
-                        StoreError::Database(sqlx::Error::Configuration(
-                            format!("cannot create {}: {e}", parent.display()).into(),
-                        ))
-                    })?;
-                }
-            }
+        let file = (backend == Backend::Sqlite)
+            .then(|| sqlite_path(url))
+            .flatten();
+        if let Some(file) = &file {
+            create_private_sqlite(file)?;
         }
         let mut options = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
@@ -135,6 +142,16 @@ impl Store {
             });
         }
         let pool = options.connect(url).await?;
+        if let Some(file) = &file {
+            // SQLite gives -wal and -shm the main file's mode, but files
+            // made by an older version may be looser: tighten all three.
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = file.clone().into_os_string();
+                path.push(suffix);
+                crate::secret::tighten_mode(std::path::Path::new(&path), 0o600)
+                    .map_err(|e| file_error(file, e))?;
+            }
+        }
         let write_lock =
             (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
         let store = Self {
@@ -143,6 +160,7 @@ impl Store {
             write_lock,
             tenants_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             events: Arc::default(),
+            master: None,
         };
         store.migrate().await?;
         Ok(store)
@@ -177,6 +195,11 @@ impl Store {
         }
     }
 
+    /// The id of the master key sealing provider secrets, if one is set.
+    pub fn master_key_id(&self) -> Option<&str> {
+        self.master.as_deref().map(|m| m.id())
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -188,6 +211,29 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Creates the database file owner-only before SQLite opens it (it would
+/// create it 0644 under the usual umask), in an owner-only directory when
+/// the directory is new.
+fn create_private_sqlite(file: &std::path::Path) -> Result<()> {
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            crate::secret::create_private_dir(parent).map_err(|e| file_error(parent, e))?;
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(file).map_err(|e| file_error(file, e))?;
+    Ok(())
+}
+
+fn file_error(path: &std::path::Path, e: std::io::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Configuration(
+        format!("cannot create {}: {e}", path.display()).into(),
+    ))
 }
 
 fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
@@ -279,12 +325,18 @@ pub(crate) mod testing {
         }
     }
 
+    /// `store` sealing provider secrets with a fresh master key.
+    async fn sealing(store: Store) -> Store {
+        let key = std::sync::Arc::new(crate::secret::MasterKey::generate());
+        store.with_master_key(key).await.expect("master key")
+    }
+
     /// A fresh migrated SQLite store in a temp dir.
     pub async fn sqlite() -> TestStore {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         TestStore {
-            store: Store::connect(&url).await.expect("connect"),
+            store: sealing(Store::connect(&url).await.expect("connect")).await,
             _dir: Some(dir),
         }
     }
@@ -314,7 +366,7 @@ pub(crate) mod testing {
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
         Some(TestStore {
-            store: Store::connect(&url).await.expect("connect"),
+            store: sealing(Store::connect(&url).await.expect("connect")).await,
             _dir: None,
         })
     }

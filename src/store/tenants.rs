@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::secrets::TWILIO_AUTH_TOKEN;
 use super::{new_id, now_ms, Result, Store, StoreError};
 use crate::secret::Secret;
 
@@ -135,15 +136,20 @@ impl Store {
             twilio_account_sid: twilio.map(|(sid, _)| sid.to_string()),
             created_at: now_ms(),
         };
+        let sealed = twilio
+            .map(|(_, token)| self.seal_provider_secret(&tenant.id, TWILIO_AUTH_TOKEN, token))
+            .transpose()?;
+        let (token, sealed_by) = sealed.unzip();
         let _writer = self.writer().await;
         let result = sqlx::query(
-            "INSERT INTO tenants (id, name, twilio_account_sid, twilio_auth_token, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+            "INSERT INTO tenants (id, name, twilio_account_sid, twilio_auth_token, \
+             secrets_master_key_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
         )
         .bind(&tenant.id)
         .bind(&tenant.name)
         .bind(twilio.map(|(sid, _)| sid.to_string()))
-        .bind(twilio.map(|(_, token)| token.expose().to_string()))
+        .bind(token)
+        .bind(sealed_by)
         .bind(tenant.created_at)
         .execute(self.pool())
         .await;
@@ -176,14 +182,14 @@ impl Store {
     /// The tenant a Twilio account SID maps to, with its auth token.
     pub async fn twilio_credentials_for(&self, account_sid: &str) -> Result<TwilioCredentials> {
         let row = sqlx::query(
-            "SELECT id, twilio_account_sid, twilio_auth_token FROM tenants \
+            "SELECT id, twilio_account_sid, twilio_auth_token, secrets_master_key_id FROM tenants \
              WHERE twilio_account_sid = $1 AND twilio_auth_token IS NOT NULL",
         )
         .bind(account_sid)
         .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound)?;
-        credentials(&row)
+        self.credentials(&row)
     }
 
     pub async fn tenant_settings(&self, tenant_id: &str) -> Result<TenantSettings> {
@@ -234,21 +240,30 @@ impl Store {
     /// which names no account, against each tenant's token).
     pub async fn all_twilio_credentials(&self) -> Result<Vec<TwilioCredentials>> {
         let rows = sqlx::query(
-            "SELECT id, twilio_account_sid, twilio_auth_token FROM tenants \
+            "SELECT id, twilio_account_sid, twilio_auth_token, secrets_master_key_id FROM tenants \
              WHERE twilio_account_sid IS NOT NULL AND twilio_auth_token IS NOT NULL",
         )
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(credentials).collect()
+        rows.iter().map(|r| self.credentials(r)).collect()
     }
-}
 
-fn credentials(row: &sqlx::any::AnyRow) -> Result<TwilioCredentials> {
-    Ok(TwilioCredentials {
-        tenant_id: row.try_get("id")?,
-        account_sid: row.try_get("twilio_account_sid")?,
-        auth_token: Secret::new(row.try_get::<String, _>("twilio_auth_token")?),
-    })
+    /// A tenant's credentials from a row with `id`, `twilio_account_sid`,
+    /// `twilio_auth_token` and `secrets_master_key_id`; the token opened.
+    pub(super) fn credentials(&self, row: &sqlx::any::AnyRow) -> Result<TwilioCredentials> {
+        let tenant_id: String = row.try_get("id")?;
+        let auth_token = self.open_provider_secret(
+            &tenant_id,
+            TWILIO_AUTH_TOKEN,
+            row.try_get("twilio_auth_token")?,
+            row.try_get("secrets_master_key_id")?,
+        )?;
+        Ok(TwilioCredentials {
+            tenant_id,
+            account_sid: row.try_get("twilio_account_sid")?,
+            auth_token,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ impl Base {
         let mut cfg = Config::local(addr, dir.path()).unwrap();
         cfg.shutdown_grace_secs = 5;
         tweak(&mut cfg);
-        let store = Store::connect(&cfg.database_url()).await.unwrap();
+        let store = callstream::open_store(&cfg).await.unwrap();
         let tenant = store
             .create_tenant("Acme", Some((ACCOUNT_SID, &Secret::new(AUTH_TOKEN))))
             .await
