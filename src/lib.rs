@@ -24,7 +24,6 @@ pub mod secret;
 pub mod store;
 
 use std::future::Future;
-use std::path::Path;
 
 use rand::RngCore;
 use tokio::net::TcpListener;
@@ -510,21 +509,6 @@ pub fn load_token_secret(config: &config::Config) -> std::io::Result<Secret> {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     let secret = hex::encode(bytes);
-    write_private(&path, secret.as_bytes())?;
+    secret::write_new_private(&path, secret.as_bytes())?;
     Ok(Secret::new(secret))
-}
-
-/// Writes a file readable by its owner only, creating parent directories.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }

@@ -191,8 +191,9 @@ impl UrlSigner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = format!("k{}", crate::store::now_ms() / 1000);
                 let key = random_key(&id);
-                let line = format!("{} {}\n", key.id, key.secret.expose());
-                crate::write_private(path, line.as_bytes()).map_err(|e| err(e.to_string()))?;
+                let line = format!("{} {}", key.id, key.secret.expose());
+                crate::secret::write_new_private(path, line.as_bytes())
+                    .map_err(|e| err(e.to_string()))?;
                 Ok(Self { keys: vec![key] })
             }
             Err(e) => Err(err(e.to_string())),

@@ -305,10 +305,7 @@ pub fn install(model: ModelName, opts: &InstallOptions) -> Result<InstallReport,
     drop(file);
     let convert_time = started.elapsed();
 
-    let verified = verify(model, &sha256)?;
-    std::fs::rename(&partial, &path).map_err(ModelError::io(&path))?;
-    tracing::info!(model = %model, path = %path.display(), sha256 = %sha256,
-        seconds = convert_time.as_secs_f64(), "installed");
+    let verified = place(model, &partial, &path, &sha256, convert_time)?;
     Ok(InstallReport {
         model,
         path,
@@ -340,6 +337,22 @@ fn verify(model: ModelName, sha256: &str) -> Result<bool, ModelError> {
     }
 }
 
+/// Checks the finished `partial` file against the recorded checksum, then
+/// moves it to `path`; returns whether a checksum was recorded.
+fn place(
+    model: ModelName,
+    partial: &Path,
+    path: &Path,
+    sha256: &str,
+    took: Duration,
+) -> Result<bool, ModelError> {
+    let verified = verify(model, sha256)?;
+    std::fs::rename(partial, path).map_err(ModelError::io(path))?;
+    tracing::info!(model = %model, path = %path.display(), sha256 = %sha256,
+        seconds = took.as_secs_f64(), "installed");
+    Ok(verified)
+}
+
 /// Installs a quantised model: its f16 source first (fetched, converted
 /// and verified as usual), then [`super::quantize`], deterministic, so the
 /// result is pinned by checksum like a conversion.
@@ -360,11 +373,8 @@ fn install_quantized(
     let _cleanup_partial = RemoveOnDrop(partial.clone());
     super::quantize::quantize_file(&source.path, &partial)?;
     let sha256 = sha256_file(&partial)?;
-    let verified = verify(model, &sha256)?;
-    std::fs::rename(&partial, &path).map_err(ModelError::io(&path))?;
     let convert_time = started.elapsed();
-    tracing::info!(model = %model, path = %path.display(), sha256 = %sha256,
-        seconds = convert_time.as_secs_f64(), "installed");
+    let verified = place(model, &partial, &path, &sha256, convert_time)?;
     Ok(InstallReport {
         model,
         path,
