@@ -124,22 +124,30 @@ async fn signed_stream_carries_a_call_from_start_to_stop() {
     assert_eq!(detail["logs"][2]["detail"]["name"], "greeting-done");
 
     // Every sample arrived, in place, on the right track.
+    // Each track and rate reaches its sink from its own task: wait for all
+    // of them, not one, before comparing.
     let expected = decoded(&frames);
-    eventually(|| async { track_pcm(&server.captured, Track::Agent).len() >= expected.len() })
-        .await;
+    let wide_caller = || -> usize {
+        server
+            .captured
+            .wide
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.track == Track::Caller)
+            .map(|c| c.samples.len())
+            .sum()
+    };
+    eventually(|| async {
+        track_pcm(&server.captured, Track::Caller).len() >= expected.len()
+            && track_pcm(&server.captured, Track::Agent).len() >= expected.len()
+            && wide_caller() >= expected.len() * 2
+    })
+    .await;
     assert_eq!(track_pcm(&server.captured, Track::Caller), expected);
     assert_eq!(track_pcm(&server.captured, Track::Agent), expected);
-    let wide: usize = server
-        .captured
-        .wide
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|c| c.track == Track::Caller)
-        .map(|c| c.samples.len())
-        .sum();
     assert_eq!(
-        wide,
+        wide_caller(),
         expected.len() * 2,
         "16 kHz output is twice the 8 kHz input"
     );

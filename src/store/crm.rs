@@ -162,7 +162,7 @@ impl Store {
     ) -> Result<Customer> {
         let id = new_id();
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO customers (id, tenant_id, name, email, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $5)",
@@ -273,7 +273,7 @@ impl Store {
     ) -> Result<Customer> {
         {
             let _writer = self.writer().await;
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin().await?;
             let found = sqlx::query(
                 "UPDATE customers SET name = COALESCE($1, name), \
                  email = CASE WHEN $2 = 1 THEN $3 ELSE email END, updated_at = $4 \
@@ -308,7 +308,7 @@ impl Store {
     /// Deletes a customer; their calls and tickets stay, unlinked.
     pub async fn delete_customer(&self, tenant_id: &str, id: &str) -> Result<()> {
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         for sql in [
             "UPDATE calls SET customer_id = NULL WHERE tenant_id = $1 AND customer_id = $2",
             "UPDATE tickets SET customer_id = NULL WHERE tenant_id = $1 AND customer_id = $2",
@@ -407,7 +407,7 @@ impl Store {
     ) -> Result<Ticket> {
         let id = new_id();
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO tickets (id, tenant_id, subject, status, description, customer_id, \
              call_id, transcript_url, created_at, updated_at) \
@@ -532,7 +532,7 @@ impl Store {
     /// Deletes a ticket; calls linked to it stay, unlinked.
     pub async fn delete_ticket(&self, tenant_id: &str, id: &str) -> Result<()> {
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE calls SET ticket_id = NULL WHERE tenant_id = $1 AND ticket_id = $2")
             .bind(tenant_id)
             .bind(id)

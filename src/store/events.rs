@@ -198,7 +198,7 @@ impl Store {
         data: &serde_json::Value,
         now: i64,
     ) -> Result<i64> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO event_sequences (tenant_id, last_id) VALUES ($1, 1) \
              ON CONFLICT (tenant_id) DO UPDATE SET last_id = event_sequences.last_id + 1 \

@@ -385,7 +385,7 @@ impl Store {
     ) -> Result<bool> {
         let (transcript_id, call_id, segments) = (t.id, t.call_id, t.segments);
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO transcripts (id, tenant_id, call_id, status, model, source, summary, \
              created_at, completed_at) VALUES ($1, $2, $3, 'completed', $4, 'batch', $5, $6, $6) \

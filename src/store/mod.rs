@@ -208,6 +208,19 @@ impl Store {
         &self.pool
     }
 
+    /// Starts a transaction that writes. On SQLite it takes the write lock
+    /// at `BEGIN IMMEDIATE`, where `busy_timeout` applies: a transaction
+    /// that an early `return Err` dropped is rolled back by sqlx a moment
+    /// later, and a deferred `BEGIN` that read first and then tried to
+    /// write beside it failed at once with "database is locked" instead of
+    /// waiting those few milliseconds.
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -167,7 +167,7 @@ impl Store {
         now: i64,
     ) -> Result<Recording> {
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO recordings (id, tenant_id, call_id, status, source, storage_path, format, \
              channels, sample_rate, key_id, algorithm, created_at, updated_at) \
@@ -363,7 +363,7 @@ impl Store {
         now: i64,
     ) -> Result<RecordingKey> {
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         if rotate {
             sqlx::query(
                 "UPDATE recording_keys SET status = 'retired', retired_at = $1 \

@@ -93,7 +93,7 @@ impl Store {
     /// Seals the tokens of rows written before sealing existed.
     async fn seal_plaintext_secrets(&self) -> Result<u64> {
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         // Across tenants on purpose: an upgrade step, keyed by each row's id.
         let rows = sqlx::query(
             "SELECT id, twilio_auth_token FROM tenants \
@@ -127,7 +127,7 @@ impl Store {
         let old = self.master()?;
         let mut count = ResealCount::default();
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         // Across tenants on purpose: rotation covers the whole database;
         // every update names the tenant and row it read.
         let keys =

@@ -47,7 +47,7 @@ impl Store {
     ) -> Result<String> {
         let id = new_id();
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO transcripts (id, tenant_id, call_id, status, model, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",

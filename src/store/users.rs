@@ -62,7 +62,7 @@ impl Store {
             disabled_at: None,
         };
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let known: Option<String> = sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1")
             .bind(tenant_id)
             .fetch_optional(&mut *tx)
@@ -105,7 +105,7 @@ impl Store {
         name: &str,
     ) -> Result<NewApiKey> {
         let _writer = self.writer().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users \
              WHERE tenant_id = $1 AND id = $2 AND disabled_at IS NULL"

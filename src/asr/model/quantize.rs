@@ -149,10 +149,9 @@ mod tests {
         assert_eq!(q17, (0.125f32 / (2.54 / 127.0)).round() as i8);
         for (j, v) in values.iter().enumerate() {
             let back = f32::from(out[2 + j] as i8) * d;
-            assert!(
-                (back - v).abs() <= d / 2.0 + 1e-6,
-                "value {j}: {v} → {back}"
-            );
+            // Half a step, plus what storing the scale as f16 moved it by
+            // (values are quantised with the f32 scale, as ggml does).
+            assert!((back - v).abs() <= 0.6 * d, "value {j}: {v} → {back}");
         }
     }
 
