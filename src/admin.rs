@@ -20,6 +20,8 @@ pub enum AdminError {
     UnknownKey,
     #[error("the tenant has no such user")]
     UnknownUser,
+    #[error("the tenant has no user with that e-mail")]
+    UnknownEmail,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -159,7 +161,7 @@ pub async fn user_set_password(
         (Some(id), _) => id,
         (None, Some(email)) => match store.user_by_email(tenant, &email).await {
             Ok(u) => u.id,
-            Err(StoreError::NotFound) => return Err(AdminError::UnknownUser),
+            Err(StoreError::NotFound) => return Err(AdminError::UnknownEmail),
             Err(e) => return Err(e.into()),
         },
         (None, None) => return Err(AdminError::Invalid("give --user or --email")),
