@@ -180,8 +180,11 @@ pub async fn ws(
     State(state): State<AppState>,
     Auth(who): Auth,
     ApiQuery(query): ApiQuery<EventsQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
+    // A plain GET gets the API's JSON error, not axum's text rejection.
+    let upgrade = upgrade
+        .map_err(|e| AppError::BadRequest(format!("a WebSocket upgrade is required: {e}")))?;
     let after = resume_point(&HeaderMap::new(), &query)?;
     let events = tenant_events(state.store.clone(), &who, after, state.closing.clone());
     Ok(upgrade.on_upgrade(move |socket| forward_ws(socket, events)))
