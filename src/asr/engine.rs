@@ -438,23 +438,22 @@ impl Inner {
     /// runs read no randomness and share states safely.
     fn run(&self, samples: &[f32], opts: &DecodeOptions) -> Result<Transcription, AsrError> {
         if !opts.no_fallback {
-            let mut state = self
-                .ctx
-                .create_state()
-                .map_err(|e| AsrError::Whisper(format!("cannot create state: {e}")))?;
-            return self.run_on(&mut state, samples, opts);
+            return self.run_on(&mut self.new_state()?, samples, opts);
         }
         let pooled = self.lock_states().pop();
         let mut state = match pooled {
             Some(s) => s,
-            None => self
-                .ctx
-                .create_state()
-                .map_err(|e| AsrError::Whisper(format!("cannot create state: {e}")))?,
+            None => self.new_state()?,
         };
         let result = self.run_on(&mut state, samples, opts);
         self.lock_states().push(state);
         result
+    }
+
+    fn new_state(&self) -> Result<WhisperState, AsrError> {
+        self.ctx
+            .create_state()
+            .map_err(|e| AsrError::Whisper(format!("cannot create state: {e}")))
     }
 
     /// One run with the window `opts` asks for, raised to the configured

@@ -281,11 +281,7 @@ pub fn install(model: ModelName, opts: &InstallOptions) -> Result<InstallReport,
     let fetch_time = started.elapsed();
 
     let started = Instant::now();
-    let partial = opts.models_dir.join(format!(
-        ".{}.partial-{}",
-        model.file_name(),
-        std::process::id()
-    ));
+    let partial = partial_path(opts, model);
     let _cleanup_partial = RemoveOnDrop(partial.clone());
     let file = std::fs::File::create(&partial).map_err(ModelError::io(&partial))?;
     let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
@@ -337,6 +333,16 @@ fn verify(model: ModelName, sha256: &str) -> Result<bool, ModelError> {
     }
 }
 
+/// Where `model` is written before it is checked: hidden, and named by this
+/// process so two installs never write one file.
+fn partial_path(opts: &InstallOptions, model: ModelName) -> PathBuf {
+    opts.models_dir.join(format!(
+        ".{}.partial-{}",
+        model.file_name(),
+        std::process::id()
+    ))
+}
+
 /// Checks the finished `partial` file against the recorded checksum, then
 /// moves it to `path`; returns whether a checksum was recorded.
 fn place(
@@ -365,11 +371,7 @@ fn install_quantized(
     let source = install(base, opts)?;
     let started = Instant::now();
     let path = opts.models_dir.join(model.file_name());
-    let partial = opts.models_dir.join(format!(
-        ".{}.partial-{}",
-        model.file_name(),
-        std::process::id()
-    ));
+    let partial = partial_path(opts, model);
     let _cleanup_partial = RemoveOnDrop(partial.clone());
     super::quantize::quantize_file(&source.path, &partial)?;
     let sha256 = sha256_file(&partial)?;
