@@ -392,6 +392,8 @@ async fn live_path(
     cfg.asr.model_path = model.to_path_buf();
     cfg.recording.enabled = false;
     cfg.jobs.enabled = false;
+    // The clips stream as invented calls; no Twilio API to look them up.
+    cfg.stream.accept_unannounced_calls = true;
     if let Some(n) = min_audio_ctx {
         cfg.asr.min_audio_ctx = n;
     }

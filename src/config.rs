@@ -528,6 +528,7 @@ impl Config {
                 "STREAM__MAX_HOLD_MS" => stream.max_hold_ms,
                 "STREAM__TOKEN_TTL_SECS" => stream.token_ttl_secs,
                 "STREAM__TOKEN_SECRET" => stream.token_secret as opt,
+                "STREAM__ACCEPT_UNANNOUNCED_CALLS" => stream.accept_unannounced_calls,
                 "STREAM__TRANSCRIPTION_QUEUE" => stream.transcription_queue,
                 "STREAM__RECORDING_QUEUE" => stream.recording_queue,
                 "STREAM__MAX_PENDING_UPGRADES" => stream.max_pending_upgrades,

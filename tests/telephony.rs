@@ -8,7 +8,9 @@ mod common;
 
 use base64::Engine as _;
 use callstream::store::TenantSettings;
-use common::mock_twilio::{silent_server, MockTwilio, UNAVAILABLE_NUMBER};
+use common::mock_twilio::{
+    silent_server, MockTwilio, ENDED_CALL, UNAVAILABLE_CALL, UNAVAILABLE_NUMBER, UNKNOWN_CALL,
+};
 use common::{eventually, expect_close, http, metric, Call, TestServer, ACCOUNT_SID, AUTH_TOKEN};
 use futures::SinkExt;
 use hmac::{Hmac, Mac};
@@ -677,6 +679,86 @@ async fn status_callbacks_are_ordered_and_deduplicated() {
     assert_eq!(rec["detail"]["recording_sid"], rec_sid.as_str());
     assert_eq!(rec["detail"]["duration_secs"], 41);
     assert_eq!(rec["detail"]["url"], rec_url.as_str());
+}
+
+/// One captured `X-Twilio-Signature` covers the stream URL only, so it
+/// must not let a client invent calls: a signed stream without a token
+/// creates a call only when our voice webhook announced it, or Twilio's
+/// REST API says it is live.
+#[tokio::test]
+async fn a_signed_stream_creates_a_call_only_when_the_call_is_known() {
+    let mock = MockTwilio::start(Vec::new()).await;
+    let server = start(&mock).await;
+    buy_number(&server, NUMBER).await;
+    let lookups = |sid: &str| {
+        let path = format!("Calls/{sid}.json");
+        mock.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.account_path() == path)
+            .count()
+    };
+    let stream = |sid: String| {
+        let server = &server;
+        async move {
+            let mut ws = server.connect_signed().await;
+            let mut call = Call::new();
+            call.call_sid = sid;
+            ws.send(call.start(&[])).await.unwrap();
+            common::send_audio(&mut ws, &mut call, &common::jfk_frames()[..25]).await;
+            ws.send(call.stop()).await.unwrap();
+            expect_close(&mut ws).await
+        }
+    };
+
+    // Unknown at Twilio, ended there, or Twilio not answering: refused,
+    // nothing written.
+    for (sid, code, reason, metric_reason) in [
+        (UNKNOWN_CALL, 1008, "unknown call", "unknown_call"),
+        (ENDED_CALL, 1008, "the call has ended", "call_ended"),
+        (
+            UNAVAILABLE_CALL,
+            1013,
+            "temporarily unable",
+            "call_unverified",
+        ),
+    ] {
+        let (got, why) = stream(sid.to_string()).await;
+        assert_eq!(got, code, "{sid}: {why}");
+        assert!(why.contains(reason), "{sid}: {why}");
+        assert_eq!(lookups(sid), 1, "{sid} looked up once");
+        let m = server.metrics().await;
+        assert_eq!(
+            metric(
+                &m,
+                &format!("callstream_stream_rejections_total{{reason=\"{metric_reason}\"}}")
+            ),
+            1.0
+        );
+    }
+    let (_, page) = server.get("/v1/calls").await;
+    assert_eq!(page["calls"], json!([]), "refused streams write no call");
+
+    // Announced by our voice webhook: streamed without asking Twilio.
+    let announced = new_sid("CA");
+    let (status, _) = signed(&server, VOICE, &voice_fields(&announced, NUMBER)).await;
+    assert_eq!(status, 200);
+    assert_eq!(stream(announced.clone()).await.0, 1000);
+    assert_eq!(lookups(&announced), 0);
+    // Never announced here but live at Twilio: verified, then streamed.
+    let verified = new_sid("CA");
+    assert_eq!(stream(verified.clone()).await.0, 1000);
+    assert_eq!(lookups(&verified), 1);
+    let (_, page) = server.get("/v1/calls").await;
+    let mut sids: Vec<&str> = page["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["external_call_id"].as_str().unwrap())
+        .collect();
+    sids.sort_unstable();
+    let mut expected = vec![announced.as_str(), verified.as_str()];
+    expected.sort_unstable();
+    assert_eq!(sids, expected);
 }
 
 #[tokio::test]

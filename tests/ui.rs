@@ -584,6 +584,8 @@ struct Serve {
     tenant_id: String,
     api_key: String,
     child: std::process::Child,
+    /// Twilio's REST API stand-in, where the gateway looks calls up.
+    _twilio: common::mock_twilio::MockTwilio,
     _dir: tempfile::TempDir,
 }
 
@@ -649,9 +651,14 @@ impl Serve {
             .unwrap()
             .port();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let twilio = common::mock_twilio::MockTwilio::start(Vec::new()).await;
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_callstream"))
             .args(["serve", "--data-dir", &data, "--listen", &addr.to_string()])
             .env("CALLSTREAM_ASR__ENABLED", "false")
+            .env(
+                "CALLSTREAM_PROVIDERS__TWILIO__API_BASE_URL",
+                twilio.base_url.as_str(),
+            )
             .env_remove("CALLSTREAM_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -662,6 +669,7 @@ impl Serve {
             tenant_id,
             api_key: tenant["api_key"].as_str().unwrap().to_string(),
             child,
+            _twilio: twilio,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -118,6 +118,7 @@ impl AppState {
             metrics: self.metrics.clone(),
             twilio: self.twilio.clone(),
             token_secret: self.token_secret.clone(),
+            provider: self.provider.clone(),
             sessions: self.sessions.clone(),
             sinks: self.sinks.clone(),
         }

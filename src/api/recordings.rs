@@ -100,29 +100,6 @@ pub async fn delete(
     }
 }
 
-/// A link's query parameters; anything missing or malformed is `None`.
-fn link_params(query: Option<&str>) -> Option<LinkParams> {
-    let (mut tenant, mut expires, mut key_id, mut signature) = (None, None, None, None);
-    for (k, v) in url::form_urlencoded::parse(query?.as_bytes()) {
-        let slot = match k.as_ref() {
-            "tenant" => &mut tenant,
-            "expires" => &mut expires,
-            "key_id" => &mut key_id,
-            "signature" => &mut signature,
-            _ => continue,
-        };
-        if slot.replace(v.into_owned()).is_some() {
-            return None; // a parameter twice: which one was signed?
-        }
-    }
-    Some(LinkParams {
-        tenant: tenant?,
-        expires: expires?.parse().ok()?,
-        key_id: key_id?,
-        signature: signature?,
-    })
-}
-
 /// A JSON error response with our usual shape.
 fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
@@ -244,7 +221,7 @@ pub async fn download(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let Some(link) = link_params(query.as_deref()) else {
+    let Some(link) = LinkParams::parse(query.as_deref()) else {
         return forbidden_link();
     };
     let now = crate::store::now_ms() / 1000;
@@ -427,15 +404,15 @@ mod tests {
     #[test]
     fn link_parameters_are_all_needed_once() {
         let ok = "tenant=t&expires=10&key_id=k&signature=ab";
-        assert_eq!(link_params(Some(ok)).unwrap().expires, 10);
+        assert_eq!(LinkParams::parse(Some(ok)).unwrap().expires, 10);
         for q in [
             "tenant=t&expires=10&key_id=k",
             "tenant=t&expires=x&key_id=k&signature=ab",
             "tenant=t&expires=10&key_id=k&signature=ab&tenant=u",
             "",
         ] {
-            assert!(link_params(Some(q)).is_none(), "{q}");
+            assert!(LinkParams::parse(Some(q)).is_none(), "{q}");
         }
-        assert!(link_params(None).is_none());
+        assert!(LinkParams::parse(None).is_none());
     }
 }

@@ -62,6 +62,13 @@ pub struct StreamConfig {
     pub max_hold_ms: u64,
     /// Lifetime of per-call stream tokens issued by the server.
     pub token_ttl_secs: u64,
+    /// Lets a signed stream without a stream token create a call that
+    /// neither our voice webhook nor an outbound call announced, unchecked.
+    /// Off (the default), such a call is looked up at the provider's REST
+    /// API first and refused unless it exists there and is live: one
+    /// captured `X-Twilio-Signature` (it covers the URL only) cannot invent
+    /// calls. On: for load tests and labs without the provider's API.
+    pub accept_unannounced_calls: bool,
     /// Secret signing per-call stream tokens. Default: generated once and kept
     /// in `{data_dir}/keys/stream-token.key`.
     pub token_secret: Option<crate::secret::Secret>,
@@ -205,6 +212,7 @@ impl Default for StreamConfig {
             reorder_window_ms: 60,
             max_hold_ms: 100,
             token_ttl_secs: 300,
+            accept_unannounced_calls: false,
             token_secret: None,
             transcription_queue: 2048,
             recording_queue: 1024,

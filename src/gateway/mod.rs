@@ -42,6 +42,8 @@ pub struct Runtime {
     pub twilio: Arc<twilio_auth::TwilioAuth>,
     /// Checks per-call stream tokens.
     pub token_secret: Arc<Secret>,
+    /// The provider's REST API: verifies calls nobody announced.
+    pub provider: Arc<dyn crate::providers::TelephonyProvider>,
     pub sessions: SessionRegistry,
     /// Where placed audio goes (recording, transcription).
     pub sinks: Arc<dyn SinkFactory>,

@@ -586,6 +586,29 @@ async fn start(state: &Runtime, auth: &PreAuth, s: &proto::Start<'_>) -> Result<
             claims.tenant_id
         }
     };
+    // The call must be one we know of: announced by our voice webhook or an
+    // outbound call (a row), vouched for by a stream token, or found live
+    // at the provider.
+    let known = state
+        .store
+        .find_call_by_external_id(&tenant_id, "twilio", &s.call_sid)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot look the call up");
+            UNAVAILABLE
+        })?;
+    if let Some(call) = &known {
+        if call.status.is_terminal() {
+            return Err(CALL_ENDED);
+        }
+        if call.stream_id.is_some() {
+            return Err(STREAM_LIVE);
+        }
+    } else if let PreAuth::Signed(creds) = auth {
+        if !cfg.accept_unannounced_calls {
+            verify_at_provider(state, creds, &s.call_sid).await?;
+        }
+    }
     // Authenticated: now it may take a stream slot and the call's claim.
     let Some(capacity) = state.sessions.try_acquire() else {
         tracing::warn!("stream refused: at capacity or shutting down");
@@ -611,22 +634,6 @@ async fn start(state: &Runtime, auth: &PreAuth, s: &proto::Start<'_>) -> Result<
         return Err(Quota::ConcurrentStreams.message().into());
     };
     // The call's policy: pinned when it was answered, else resolved now.
-    let known = state
-        .store
-        .find_call_by_external_id(&tenant_id, "twilio", &s.call_sid)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot look the call up");
-            UNAVAILABLE
-        })?;
-    if let Some(call) = &known {
-        if call.status.is_terminal() {
-            return Err(CALL_ENDED);
-        }
-        if call.stream_id.is_some() {
-            return Err(STREAM_LIVE);
-        }
-    }
     let policy = known
         .and_then(|c| c.policy)
         .unwrap_or_else(|| CallPolicy::from_settings(&settings, crate::store::now_ms()));
@@ -765,6 +772,39 @@ async fn start(state: &Runtime, auth: &PreAuth, s: &proto::Start<'_>) -> Result<
         usage_id,
     })
 }
+
+/// A signed stream for a call we were never told about: the signature
+/// covers the URL only, so it proves the sender once held the auth token's
+/// signature, not that this call exists. The provider's REST API says.
+async fn verify_at_provider(
+    state: &Runtime,
+    creds: &crate::store::TwilioCredentials,
+    call_sid: &str,
+) -> Result<(), Refusal> {
+    let account =
+        crate::providers::Credentials::new(creds.account_sid.clone(), creds.auth_token.clone());
+    match state.provider.fetch_call(&account, call_sid).await {
+        Ok(Some(call)) if !call.status.is_terminal() => Ok(()),
+        Ok(Some(_)) => Err(CALL_ENDED),
+        Ok(None) => {
+            tracing::warn!("signed stream for a call the provider does not know: refused");
+            Err(UNKNOWN_CALL)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot verify an unannounced call at the provider");
+            Err(Refusal {
+                metric: "call_unverified",
+                ..UNAVAILABLE
+            })
+        }
+    }
+}
+
+const UNKNOWN_CALL: Refusal = Refusal {
+    code: close_code::POLICY,
+    reason: "unknown call: not announced to this gateway and not live at the provider",
+    metric: "unknown_call",
+};
 
 const CALL_ENDED: Refusal = Refusal {
     code: close_code::POLICY,

@@ -56,6 +56,15 @@ pub trait TelephonyProvider: Send + Sync {
         call: &OutboundCall,
     ) -> Result<CallInfo, ProviderError>;
 
+    /// Looks a call up; `None` when the provider has no such call on this
+    /// account. How a stream for a call we were never told about is
+    /// checked before it may create one.
+    async fn fetch_call(
+        &self,
+        creds: &Credentials,
+        call_id: &str,
+    ) -> Result<Option<CallInfo>, ProviderError>;
+
     /// Ends a call, whatever its state.
     async fn hang_up(&self, creds: &Credentials, call_id: &str) -> Result<CallInfo, ProviderError>;
 

@@ -131,6 +131,30 @@ impl LinkParams {
             .append_pair("signature", &self.signature)
             .finish()
     }
+
+    /// Reads a link's query string back; anything missing, malformed or
+    /// given twice (which one was signed?) is `None`.
+    pub fn parse(query: Option<&str>) -> Option<Self> {
+        let (mut tenant, mut expires, mut key_id, mut signature) = (None, None, None, None);
+        for (k, v) in url::form_urlencoded::parse(query?.as_bytes()) {
+            let slot = match k.as_ref() {
+                "tenant" => &mut tenant,
+                "expires" => &mut expires,
+                "key_id" => &mut key_id,
+                "signature" => &mut signature,
+                _ => continue,
+            };
+            if slot.replace(v.into_owned()).is_some() {
+                return None;
+            }
+        }
+        Some(Self {
+            tenant: tenant?,
+            expires: expires?.parse().ok()?,
+            key_id: key_id?,
+            signature: signature?,
+        })
+    }
 }
 
 /// The signing key ring; the last key is the newest and signs.

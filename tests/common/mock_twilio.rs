@@ -31,6 +31,8 @@ pub const UNAVAILABLE_NUMBER: &str = "+15005550000";
 pub const INVALID_TO: &str = "+15005550001";
 /// A call the mock does not know: 404, code 20404.
 pub const UNKNOWN_CALL: &str = "CA00000000000000000000000000000000";
+/// A call that has ended: looking it up answers `completed`.
+pub const ENDED_CALL: &str = "CA22222222222222222222222222222222";
 /// Updating it answers 500 with Twilio error JSON.
 pub const FAILING_CALL: &str = "CA55555555555555555555555555555555";
 /// Updating it answers 429 with `Retry-After: 3`.
@@ -423,6 +425,25 @@ async fn api_handler(State(state): State<Arc<MockState>>, req: Request) -> Respo
             let sid = format!("CA{n:0>32x}");
             json_response(StatusCode::CREATED, call_json(&sid, "queued", &from, &to))
         }
+        // Any other call exists and is live: streams in tests use made-up
+        // SIDs, and the gateway looks unannounced calls up here.
+        (&Method::GET, ["Calls", file]) => match file.trim_end_matches(".json") {
+            UNKNOWN_CALL => not_found(&r.path),
+            UNAVAILABLE_CALL => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body><h1>503 Service Unavailable</h1></body></html>",
+            )
+                .into_response(),
+            ENDED_CALL => json_response(
+                StatusCode::OK,
+                call_json(ENDED_CALL, "completed", "+14155550100", "+14155552671"),
+            ),
+            sid => json_response(
+                StatusCode::OK,
+                call_json(sid, "in-progress", "+14155550100", "+14155552671"),
+            ),
+        },
         (&Method::POST, ["Calls", file]) => {
             let sid = file.trim_end_matches(".json");
             match sid {

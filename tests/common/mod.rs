@@ -78,6 +78,7 @@ impl SinkFactory for CaptureSinks {
 /// a migrated store with a tenant and its admin key.
 struct Base {
     dir: tempfile::TempDir,
+    twilio: mock_twilio::MockTwilio,
     listener: tokio::net::TcpListener,
     cfg: Config,
     store: Store,
@@ -92,6 +93,10 @@ impl Base {
         let addr = listener.local_addr().unwrap();
         let mut cfg = Config::local(addr, dir.path()).unwrap();
         cfg.shutdown_grace_secs = 5;
+        // Twilio's REST API, where streams for calls no webhook announced
+        // are looked up (a test may point it elsewhere).
+        let twilio = mock_twilio::MockTwilio::start(Vec::new()).await;
+        cfg.providers.twilio.api_base_url = twilio.base_url.clone();
         tweak(&mut cfg);
         let store = callstream::open_store(&cfg).await.unwrap();
         let tenant = store
@@ -104,6 +109,7 @@ impl Base {
             .unwrap();
         Self {
             dir,
+            twilio,
             listener,
             cfg,
             store,
@@ -131,6 +137,7 @@ impl Base {
             captured,
             shutdown: Some(tx),
             task: Some(task),
+            twilio: self.twilio,
             _dir: self.dir,
         }
     }
@@ -146,6 +153,8 @@ pub struct TestServer {
     /// Job workers, for servers started with [`TestServer::start_gateway`].
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<ShutdownReport>>>,
+    /// The Twilio REST stand-in the config points at by default.
+    pub twilio: mock_twilio::MockTwilio,
     _dir: tempfile::TempDir,
 }
 

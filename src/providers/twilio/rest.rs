@@ -571,6 +571,22 @@ impl TelephonyProvider for TwilioProvider {
         created.into_info()
     }
 
+    async fn fetch_call(
+        &self,
+        creds: &Credentials,
+        call_id: &str,
+    ) -> Result<Option<CallInfo>, ProviderError> {
+        let url = self.call_url(creds, call_id)?;
+        match self
+            .call_json::<ApiCall>(creds, Method::GET, url, &[])
+            .await
+        {
+            Ok(call) => call.into_info().map(Some),
+            Err(ProviderError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn hang_up(&self, creds: &Credentials, call_id: &str) -> Result<CallInfo, ProviderError> {
         self.update_call(creds, call_id, &[("Status", "completed".into())])
             .await
