@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::api::config::HttpConfig;
+use crate::api::config::{AuthConfig, HttpConfig};
 
 /// Errors found while loading or validating configuration.
 #[derive(Debug, thiserror::Error)]
@@ -73,51 +73,6 @@ pub struct Config {
 }
 
 pub use crate::gateway::config::StreamConfig;
-
-/// Browser sign-in (e-mail + password) and sessions. API keys are not
-/// affected by any of these.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Minutes a session may go unused before it ends. Default 30.
-    pub session_idle_minutes: u64,
-    /// Hours after sign-in a session ends, used or not. Default 12.
-    pub session_absolute_hours: u64,
-    /// Failed sign-ins per account (tenant + e-mail) within
-    /// `login_window_secs` before that account's sign-in is refused for the
-    /// rest of the window. Default 5.
-    pub login_max_failures_per_account: u32,
-    /// Failed sign-ins per client address within the window. Default 20.
-    pub login_max_failures_per_address: u32,
-    /// The window the failure counts cover, in seconds. Default 900.
-    pub login_window_secs: u64,
-    /// Accounts and addresses tracked at once (bounded memory); when full,
-    /// the oldest windows are forgotten first. Default 10000.
-    pub login_tracked_keys: usize,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            session_idle_minutes: 30,
-            session_absolute_hours: 12,
-            login_max_failures_per_account: 5,
-            login_max_failures_per_address: 20,
-            login_window_secs: 900,
-            login_tracked_keys: 10_000,
-        }
-    }
-}
-
-impl AuthConfig {
-    /// Session lifetimes in the store's terms.
-    pub fn session_lifetime(&self) -> crate::store::SessionLifetime {
-        crate::store::SessionLifetime {
-            idle_ms: (self.session_idle_minutes * 60_000) as i64,
-            absolute_ms: (self.session_absolute_hours * 3_600_000) as i64,
-        }
-    }
-}
 
 /// The tenant event log (`/v1/events`): how much a client can resume from.
 #[derive(Debug, Clone, Deserialize)]
@@ -578,40 +533,7 @@ impl Config {
             }
         }
         self.stream.validate()?;
-        let a = &self.auth;
-        if !(1..=7 * 24 * 60).contains(&a.session_idle_minutes) {
-            return Err(invalid(
-                "auth.session_idle_minutes",
-                "must be between 1 and 10080 (a week)",
-            ));
-        }
-        if !(1..=24 * 90).contains(&a.session_absolute_hours) {
-            return Err(invalid(
-                "auth.session_absolute_hours",
-                "must be between 1 and 2160 (90 days)",
-            ));
-        }
-        if a.session_idle_minutes > a.session_absolute_hours * 60 {
-            return Err(invalid(
-                "auth.session_idle_minutes",
-                "must not exceed auth.session_absolute_hours",
-            ));
-        }
-        if a.login_max_failures_per_account == 0 || a.login_max_failures_per_address == 0 {
-            return Err(invalid("auth.login_max_failures_*", "must be at least 1"));
-        }
-        if !(1..=86_400).contains(&a.login_window_secs) {
-            return Err(invalid(
-                "auth.login_window_secs",
-                "must be between 1 and 86400",
-            ));
-        }
-        if !(100..=10_000_000).contains(&a.login_tracked_keys) {
-            return Err(invalid(
-                "auth.login_tracked_keys",
-                "must be between 100 and 10000000",
-            ));
-        }
+        self.auth.validate()?;
         let e = &self.events;
         if !(100..=10_000_000).contains(&e.max_per_tenant) {
             return Err(invalid(
