@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::api::config::{AuthConfig, HttpConfig};
+use crate::api::config::{AuthConfig, EventsConfig, HttpConfig};
 
 /// Errors found while loading or validating configuration.
 #[derive(Debug, thiserror::Error)]
@@ -73,35 +73,6 @@ pub struct Config {
 }
 
 pub use crate::gateway::config::StreamConfig;
-
-/// The tenant event log (`/v1/events`): how much a client can resume from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventsConfig {
-    /// Events kept per tenant; older ones are pruned as new ones arrive.
-    /// Default 10000.
-    pub max_per_tenant: u64,
-    /// Hours an event is kept at most. Default 168 (a week).
-    pub max_age_hours: u64,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        Self {
-            max_per_tenant: 10_000,
-            max_age_hours: 168,
-        }
-    }
-}
-
-impl EventsConfig {
-    pub fn retention(&self) -> crate::store::EventRetention {
-        crate::store::EventRetention {
-            max_per_tenant: self.max_per_tenant as i64,
-            max_age_ms: (self.max_age_hours * 3_600_000) as i64,
-        }
-    }
-}
 
 /// Local Whisper settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -534,19 +505,7 @@ impl Config {
         }
         self.stream.validate()?;
         self.auth.validate()?;
-        let e = &self.events;
-        if !(100..=10_000_000).contains(&e.max_per_tenant) {
-            return Err(invalid(
-                "events.max_per_tenant",
-                "must be between 100 and 10000000",
-            ));
-        }
-        if !(1..=24 * 365).contains(&e.max_age_hours) {
-            return Err(invalid(
-                "events.max_age_hours",
-                "must be between 1 and 8760 (a year)",
-            ));
-        }
+        self.events.validate()?;
         self.http.validate()?;
         let a = &self.asr;
         if a.threads_per_job == 0 || a.max_parallel_jobs == 0 {

@@ -1,7 +1,7 @@
 //! The API's sections, owned by the HTTP surface that enforces them:
-//! `[http]` (the server's connection limits) and `[auth]` (browser
-//! sign-in, sessions and login limits). Loaded and layered by
-//! [`crate::config`].
+//! `[http]` (the server's connection limits), `[auth]` (browser sign-in,
+//! sessions and login limits) and `[events]` (the tenant event log behind
+//! `/v1/events`). Loaded and layered by [`crate::config`].
 
 use serde::Deserialize;
 
@@ -137,6 +137,53 @@ impl AuthConfig {
             return Err(invalid(
                 "auth.login_tracked_keys",
                 "must be between 100 and 10000000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The tenant event log (`/v1/events`): how much a client can resume from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events kept per tenant; older ones are pruned as new ones arrive.
+    /// Default 10000.
+    pub max_per_tenant: u64,
+    /// Hours an event is kept at most. Default 168 (a week).
+    pub max_age_hours: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_tenant: 10_000,
+            max_age_hours: 168,
+        }
+    }
+}
+
+impl EventsConfig {
+    pub fn retention(&self) -> crate::store::EventRetention {
+        crate::store::EventRetention {
+            max_per_tenant: self.max_per_tenant as i64,
+            max_age_ms: (self.max_age_hours * 3_600_000) as i64,
+        }
+    }
+
+    /// Checks every bound; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let e = self;
+        if !(100..=10_000_000).contains(&e.max_per_tenant) {
+            return Err(invalid(
+                "events.max_per_tenant",
+                "must be between 100 and 10000000",
+            ));
+        }
+        if !(1..=24 * 365).contains(&e.max_age_hours) {
+            return Err(invalid(
+                "events.max_age_hours",
+                "must be between 1 and 8760 (a year)",
             ));
         }
         Ok(())
