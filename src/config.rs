@@ -5,6 +5,14 @@
 //! result is validated once at start so a typo fails loudly instead of being
 //! ignored (unknown keys in the file and unknown `CALLSTREAM_*` variables are
 //! errors).
+//!
+//! Each section's struct, defaults and bounds live in the domain that owns
+//! it (`[stream]` in [`crate::gateway::config`], `[http]`, `[auth]` and
+//! `[events]` in [`crate::api::config`], `[asr]` in [`crate::asr::config`],
+//! `[providers]` in [`crate::providers::config`], `[recording]` in
+//! [`crate::recording::config`], `[jobs]` in [`crate::jobs::config`]); this
+//! module holds the root keys, the layering, and a `validate` that asks each
+//! section in turn.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +24,7 @@ use url::Url;
 
 use crate::api::config::{AuthConfig, EventsConfig, HttpConfig};
 use crate::asr::config::AsrConfig;
+use crate::gateway::config::StreamConfig;
 use crate::jobs::config::JobsConfig;
 use crate::providers::config::ProvidersConfig;
 use crate::recording::config::RecordingConfig;
@@ -75,8 +84,6 @@ pub struct Config {
     /// forcing them.
     pub shutdown_grace_secs: u64,
 }
-
-pub use crate::gateway::config::StreamConfig;
 
 impl Default for Config {
     fn default() -> Self {
