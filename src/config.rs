@@ -5,6 +5,14 @@
 //! result is validated once at start so a typo fails loudly instead of being
 //! ignored (unknown keys in the file and unknown `CALLSTREAM_*` variables are
 //! errors).
+//!
+//! Each section's struct, defaults and bounds live in the domain that owns
+//! it (`[stream]` in [`crate::gateway::config`], `[http]`, `[auth]` and
+//! `[events]` in [`crate::api::config`], `[asr]` in [`crate::asr::config`],
+//! `[providers]` in [`crate::providers::config`], `[recording]` in
+//! [`crate::recording::config`], `[jobs]` in [`crate::jobs::config`]); this
+//! module holds the root keys, the layering, and a `validate` that asks each
+//! section in turn.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +21,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+
+use crate::api::config::{AuthConfig, EventsConfig, HttpConfig};
+use crate::asr::config::AsrConfig;
+use crate::gateway::config::StreamConfig;
+use crate::jobs::config::JobsConfig;
+use crate::providers::config::ProvidersConfig;
+use crate::recording::config::RecordingConfig;
 
 /// Errors found while loading or validating configuration.
 #[derive(Debug, thiserror::Error)]
@@ -70,317 +85,6 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
 }
 
-pub use crate::gateway::config::StreamConfig;
-
-/// HTTP server limits: every connection, API and WebSocket upgrade alike,
-/// before it is upgraded.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Connections served at once (not counting upgraded WebSockets, which
-    /// `stream.*` bounds); more wait in the listen backlog. Default 4096.
-    pub max_connections: usize,
-    /// Seconds a client has to send a complete request head once it has
-    /// sent its first byte. Default 10.
-    pub header_read_timeout_secs: u64,
-    /// Seconds a connection may sit without a request (fresh or kept
-    /// alive) before it is closed. Default 60.
-    pub idle_timeout_secs: u64,
-    /// Seconds a request body may take to arrive in full. Default 30.
-    pub body_timeout_secs: u64,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            max_connections: 4096,
-            header_read_timeout_secs: 10,
-            idle_timeout_secs: 60,
-            body_timeout_secs: 30,
-        }
-    }
-}
-
-/// Browser sign-in (e-mail + password) and sessions. API keys are not
-/// affected by any of these.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Minutes a session may go unused before it ends. Default 30.
-    pub session_idle_minutes: u64,
-    /// Hours after sign-in a session ends, used or not. Default 12.
-    pub session_absolute_hours: u64,
-    /// Failed sign-ins per account (tenant + e-mail) within
-    /// `login_window_secs` before that account's sign-in is refused for the
-    /// rest of the window. Default 5.
-    pub login_max_failures_per_account: u32,
-    /// Failed sign-ins per client address within the window. Default 20.
-    pub login_max_failures_per_address: u32,
-    /// The window the failure counts cover, in seconds. Default 900.
-    pub login_window_secs: u64,
-    /// Accounts and addresses tracked at once (bounded memory); when full,
-    /// the oldest windows are forgotten first. Default 10000.
-    pub login_tracked_keys: usize,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            session_idle_minutes: 30,
-            session_absolute_hours: 12,
-            login_max_failures_per_account: 5,
-            login_max_failures_per_address: 20,
-            login_window_secs: 900,
-            login_tracked_keys: 10_000,
-        }
-    }
-}
-
-impl AuthConfig {
-    /// Session lifetimes in the store's terms.
-    pub fn session_lifetime(&self) -> crate::store::SessionLifetime {
-        crate::store::SessionLifetime {
-            idle_ms: (self.session_idle_minutes * 60_000) as i64,
-            absolute_ms: (self.session_absolute_hours * 3_600_000) as i64,
-        }
-    }
-}
-
-/// The tenant event log (`/v1/events`): how much a client can resume from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventsConfig {
-    /// Events kept per tenant; older ones are pruned as new ones arrive.
-    /// Default 10000.
-    pub max_per_tenant: u64,
-    /// Hours an event is kept at most. Default 168 (a week).
-    pub max_age_hours: u64,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        Self {
-            max_per_tenant: 10_000,
-            max_age_hours: 168,
-        }
-    }
-}
-
-impl EventsConfig {
-    pub fn retention(&self) -> crate::store::EventRetention {
-        crate::store::EventRetention {
-            max_per_tenant: self.max_per_tenant as i64,
-            max_age_ms: (self.max_age_hours * 3_600_000) as i64,
-        }
-    }
-}
-
-/// Local Whisper settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AsrConfig {
-    /// Transcribe live calls. Needs the model (`callstream model install`).
-    pub enabled: bool,
-    /// whisper.cpp model file.
-    pub model_path: PathBuf,
-    /// CPU threads one Whisper job uses.
-    pub threads_per_job: usize,
-    /// Whisper jobs run at once (each holds a decoder state). Threads used
-    /// in all: `threads_per_job * max_parallel_jobs`.
-    pub max_parallel_jobs: usize,
-    /// New speech between two partial captions of an utterance.
-    pub partial_interval_ms: u64,
-    /// Silence that ends an utterance (and yields its final).
-    pub end_silence_ms: u64,
-    /// Longest utterance before a final is forced.
-    pub max_utterance_ms: u64,
-    /// Fewest encoder positions (20 ms each) a short window is decoded
-    /// with; 1500 = always Whisper's full 30 s window. Shrinking the window
-    /// saves CPU but makes Whisper loop on short real utterances; the
-    /// default is what the real-speech evaluation (`scripts/eval-asr.sh`)
-    /// shows costs no accuracy.
-    pub min_audio_ctx: u32,
-    /// Calls captioned live at once; a call that finds every slot taken
-    /// gets no live captions (watchers are told) and is transcribed from
-    /// its recording after it ends. 0 (default): from the thread budget
-    /// and the model, see [`AsrConfig::live_capacity`].
-    pub max_live_calls: usize,
-}
-
-/// Telephony provider API settings.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProvidersConfig {
-    /// Twilio's REST API (numbers, calls, recordings).
-    pub twilio: TwilioConfig,
-}
-
-/// Twilio REST API client settings. Credentials are per tenant, not here.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TwilioConfig {
-    /// Base URL of the API. Default `https://api.twilio.com`; point it at a
-    /// regional edge (`https://api.dublin.ie1.twilio.com`) or a test server.
-    /// Recording downloads are only made from this origin.
-    #[serde(deserialize_with = "de_url_required")]
-    pub api_base_url: Url,
-    /// Deadline of one API request (send and read the answer); for recording
-    /// downloads, of the response head and of each body chunk.
-    pub request_timeout_ms: u64,
-}
-
-impl Default for TwilioConfig {
-    fn default() -> Self {
-        Self {
-            api_base_url: Url::parse(crate::providers::twilio::rest::DEFAULT_API_BASE_URL)
-                .expect("literal URL"),
-            request_timeout_ms: 10_000,
-        }
-    }
-}
-
-/// Call recording settings. Recordings are age files (X25519, 64 KiB
-/// ChaCha20-Poly1305 chunks) of stereo WAVs, encrypted to per-tenant keys
-/// that are themselves wrapped by the master key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RecordingConfig {
-    /// Record streamed calls.
-    pub enabled: bool,
-    /// Root of the local recording storage. Default `{data_dir}/recordings`.
-    pub dir: Option<PathBuf>,
-    /// File holding the master key (64 hex digits) that wraps tenant keys;
-    /// created with mode 0600 on first start when absent. Default
-    /// `{data_dir}/keys/master.key`. Unused when `master_key` is set.
-    pub master_key_file: Option<PathBuf>,
-    /// The master key itself, 64 hex digits (e.g. from
-    /// `CALLSTREAM_RECORDING__MASTER_KEY`). Every node of a cluster needs
-    /// the same one. Never logged, never stored in the database.
-    pub master_key: Option<crate::secret::Secret>,
-    /// Longest recording; audio past it is not written (bounds the storage
-    /// one call can take).
-    pub max_duration_secs: u64,
-    /// Keys that sign download links, oldest first; the last signs, all
-    /// verify (rotate by appending, drop old ones later). Default: the ring
-    /// in `{data_dir}/keys/url-signing.keys`, created on first start.
-    pub url_signing_keys: Option<crate::recording::signing::SigningKeys>,
-    /// Lifetime of a signed download link, in minutes.
-    pub url_ttl_minutes: u32,
-    /// How often the retention worker looks for recordings past their
-    /// tenant's `retention_days`.
-    pub retention_interval_secs: u64,
-}
-
-impl Default for RecordingConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            dir: None,
-            master_key_file: None,
-            master_key: None,
-            max_duration_secs: 4 * 3600,
-            url_signing_keys: None,
-            url_ttl_minutes: 15,
-            retention_interval_secs: 3600,
-        }
-    }
-}
-
-/// The durable job queue's worker pool.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JobsConfig {
-    /// Run a worker pool in this process (several nodes may run one each).
-    pub enabled: bool,
-    /// Jobs run at once by this process.
-    pub concurrency: usize,
-    /// How often an idle worker looks for due jobs.
-    pub poll_interval_ms: u64,
-    /// A claimed job is the worker's for this long, renewed while it runs;
-    /// a dead worker's job is claimed again once it lapses.
-    pub lease_secs: u64,
-    /// Attempts before a job fails for good.
-    pub max_attempts: u32,
-    /// First retry delay; doubled each attempt, with jitter.
-    pub backoff_base_ms: u64,
-    /// Longest retry delay.
-    pub backoff_max_ms: u64,
-}
-
-impl Default for JobsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            concurrency: 2,
-            poll_interval_ms: 500,
-            lease_secs: 60,
-            max_attempts: 5,
-            backoff_base_ms: 2_000,
-            backoff_max_ms: 300_000,
-        }
-    }
-}
-
-impl TwilioConfig {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-}
-
-impl Default for AsrConfig {
-    fn default() -> Self {
-        let live = crate::asr::live::LiveConfig::default();
-        Self {
-            enabled: true,
-            model_path: PathBuf::from("models/ggml-tiny.en.bin"),
-            threads_per_job: 1,
-            max_parallel_jobs: 2,
-            partial_interval_ms: live.partial_interval_ms,
-            end_silence_ms: live.end_silence_ms,
-            max_utterance_ms: live.max_utterance_ms,
-            min_audio_ctx: crate::asr::engine::DEFAULT_MIN_AUDIO_CTX,
-            max_live_calls: 0,
-        }
-    }
-}
-
-impl AsrConfig {
-    /// The speech engine these settings describe.
-    pub fn engine(&self) -> crate::asr::engine::EngineConfig {
-        crate::asr::engine::EngineConfig {
-            model_path: self.model_path.clone(),
-            threads_per_job: self.threads_per_job,
-            max_parallel_jobs: self.max_parallel_jobs,
-            min_audio_ctx: self.min_audio_ctx,
-        }
-    }
-
-    /// Live caption slots: `max_live_calls`, or when 0 an estimate from the
-    /// thread budget and the model's size. The load test (both parties
-    /// talking at once, partial p95 < 2.5 s, final p95 < 2 s) held 4 calls
-    /// per core with tiny.en; larger models hold fewer (about one per core
-    /// for base). Measure with `scripts/loadtest.sh` and set it.
-    pub fn live_capacity(&self) -> usize {
-        if self.max_live_calls > 0 {
-            return self.max_live_calls;
-        }
-        let threads = self.threads_per_job * self.max_parallel_jobs;
-        let model_mb = std::fs::metadata(&self.model_path).map_or(0, |m| m.len() >> 20);
-        let per_thread = if model_mb <= 100 { 4 } else { 1 };
-        (threads * per_thread).max(1)
-    }
-
-    /// The live captioning policy these settings describe.
-    pub fn live(&self) -> crate::asr::live::LiveConfig {
-        crate::asr::live::LiveConfig {
-            partial_interval_ms: self.partial_interval_ms,
-            end_silence_ms: self.end_silence_ms,
-            max_utterance_ms: self.max_utterance_ms,
-            ..crate::asr::live::LiveConfig::default()
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -422,7 +126,7 @@ fn de_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Erro
     Url::parse(&raw).map(Some).map_err(serde::de::Error::custom)
 }
 
-fn de_url_required<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
+pub(crate) fn de_url_required<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
     let raw = String::deserialize(d)?;
     Url::parse(&raw).map_err(serde::de::Error::custom)
 }
@@ -606,179 +310,13 @@ impl Config {
             }
         }
         self.stream.validate()?;
-        let a = &self.auth;
-        if !(1..=7 * 24 * 60).contains(&a.session_idle_minutes) {
-            return Err(invalid(
-                "auth.session_idle_minutes",
-                "must be between 1 and 10080 (a week)",
-            ));
-        }
-        if !(1..=24 * 90).contains(&a.session_absolute_hours) {
-            return Err(invalid(
-                "auth.session_absolute_hours",
-                "must be between 1 and 2160 (90 days)",
-            ));
-        }
-        if a.session_idle_minutes > a.session_absolute_hours * 60 {
-            return Err(invalid(
-                "auth.session_idle_minutes",
-                "must not exceed auth.session_absolute_hours",
-            ));
-        }
-        if a.login_max_failures_per_account == 0 || a.login_max_failures_per_address == 0 {
-            return Err(invalid("auth.login_max_failures_*", "must be at least 1"));
-        }
-        if !(1..=86_400).contains(&a.login_window_secs) {
-            return Err(invalid(
-                "auth.login_window_secs",
-                "must be between 1 and 86400",
-            ));
-        }
-        if !(100..=10_000_000).contains(&a.login_tracked_keys) {
-            return Err(invalid(
-                "auth.login_tracked_keys",
-                "must be between 100 and 10000000",
-            ));
-        }
-        let e = &self.events;
-        if !(100..=10_000_000).contains(&e.max_per_tenant) {
-            return Err(invalid(
-                "events.max_per_tenant",
-                "must be between 100 and 10000000",
-            ));
-        }
-        if !(1..=24 * 365).contains(&e.max_age_hours) {
-            return Err(invalid(
-                "events.max_age_hours",
-                "must be between 1 and 8760 (a year)",
-            ));
-        }
-        let h = &self.http;
-        if !(1..=1_000_000).contains(&h.max_connections) {
-            return Err(invalid(
-                "http.max_connections",
-                "must be between 1 and 1000000",
-            ));
-        }
-        for (key, secs) in [
-            ("http.header_read_timeout_secs", h.header_read_timeout_secs),
-            ("http.idle_timeout_secs", h.idle_timeout_secs),
-            ("http.body_timeout_secs", h.body_timeout_secs),
-        ] {
-            if !(1..=3_600).contains(&secs) {
-                return Err(invalid(key, "must be between 1 and 3600"));
-            }
-        }
-        let a = &self.asr;
-        if a.threads_per_job == 0 || a.max_parallel_jobs == 0 {
-            return Err(invalid(
-                "asr.threads_per_job/max_parallel_jobs",
-                "must be at least 1",
-            ));
-        }
-        if a.threads_per_job * a.max_parallel_jobs > 256 {
-            return Err(invalid(
-                "asr.threads_per_job",
-                "thread budget is unreasonably large",
-            ));
-        }
-        if !(1..=crate::asr::engine::FULL_AUDIO_CTX).contains(&a.min_audio_ctx) {
-            return Err(invalid(
-                "asr.min_audio_ctx",
-                "must be between 1 and 1500 (the full 30 s window)",
-            ));
-        }
-        if !(100..=5_000).contains(&a.partial_interval_ms) {
-            return Err(invalid(
-                "asr.partial_interval_ms",
-                "must be between 100 and 5000",
-            ));
-        }
-        if !(200..=5_000).contains(&a.end_silence_ms) {
-            return Err(invalid(
-                "asr.end_silence_ms",
-                "must be between 200 and 5000",
-            ));
-        }
-        if !(2_000..=30_000).contains(&a.max_utterance_ms) {
-            return Err(invalid(
-                "asr.max_utterance_ms",
-                "must be between 2000 and 30000 (Whisper hears 30 s at most)",
-            ));
-        }
-        let t = &self.providers.twilio;
-        if !matches!(t.api_base_url.scheme(), "http" | "https") || t.api_base_url.host().is_none() {
-            return Err(invalid(
-                "providers.twilio.api_base_url",
-                "must be an http(s) URL with a host",
-            ));
-        }
-        if t.api_base_url.query().is_some() || t.api_base_url.fragment().is_some() {
-            return Err(invalid(
-                "providers.twilio.api_base_url",
-                "must not carry a query or fragment",
-            ));
-        }
-        if !(100..=120_000).contains(&t.request_timeout_ms) {
-            return Err(invalid(
-                "providers.twilio.request_timeout_ms",
-                "must be between 100 and 120000",
-            ));
-        }
-        let r = &self.recording;
-        if let Some(key) = &r.master_key {
-            let k = key.expose().trim();
-            if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(
-                    "recording.master_key",
-                    "must be 64 hex digits (32 bytes)",
-                ));
-            }
-        }
-        if !(60..=48 * 3600).contains(&r.max_duration_secs) {
-            return Err(invalid(
-                "recording.max_duration_secs",
-                "must be between 60 and 172800",
-            ));
-        }
-        if let Some(keys) = &r.url_signing_keys {
-            crate::recording::signing::validate_keys(&keys.0)
-                .map_err(|m| invalid("recording.url_signing_keys", m))?;
-        }
-        if !(1..=7 * 24 * 60).contains(&r.url_ttl_minutes) {
-            return Err(invalid(
-                "recording.url_ttl_minutes",
-                "must be between 1 and 10080 (a week)",
-            ));
-        }
-        if !(1..=7 * 86_400).contains(&r.retention_interval_secs) {
-            return Err(invalid(
-                "recording.retention_interval_secs",
-                "must be between 1 and 604800",
-            ));
-        }
-        let j = &self.jobs;
-        if !(1..=64).contains(&j.concurrency) {
-            return Err(invalid("jobs.concurrency", "must be between 1 and 64"));
-        }
-        if !(10..=60_000).contains(&j.poll_interval_ms) {
-            return Err(invalid(
-                "jobs.poll_interval_ms",
-                "must be between 10 and 60000",
-            ));
-        }
-        if !(1..=3600).contains(&j.lease_secs) {
-            return Err(invalid("jobs.lease_secs", "must be between 1 and 3600"));
-        }
-        if !(1..=100).contains(&j.max_attempts) {
-            return Err(invalid("jobs.max_attempts", "must be between 1 and 100"));
-        }
-        if j.backoff_base_ms == 0 || j.backoff_base_ms > j.backoff_max_ms {
-            return Err(invalid(
-                "jobs.backoff_base_ms",
-                "must be at least 1 and at most jobs.backoff_max_ms",
-            ));
-        }
+        self.auth.validate()?;
+        self.events.validate()?;
+        self.http.validate()?;
+        self.asr.validate()?;
+        self.providers.validate()?;
+        self.recording.validate()?;
+        self.jobs.validate()?;
         Ok(())
     }
 
@@ -836,10 +374,10 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -897,84 +435,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ConfigError::UnknownEnv(_)), "{err}");
-    }
-
-    #[test]
-    fn recording_settings_and_a_bad_master_key_that_is_not_echoed() {
-        let key = "ab".repeat(32);
-        let cfg = Config::load(
-            None,
-            env(&[
-                ("CALLSTREAM_RECORDING__ENABLED", "false"),
-                ("CALLSTREAM_RECORDING__MASTER_KEY", &key),
-                ("CALLSTREAM_RECORDING__DIR", "/srv/rec"),
-            ]),
-            &Overrides::default(),
-        )
-        .unwrap();
-        assert!(!cfg.recording.enabled);
-        assert_eq!(cfg.recording_dir(), PathBuf::from("/srv/rec"));
-        assert_eq!(cfg.master_key_file(), PathBuf::from("data/keys/master.key"));
-        assert!(!format!("{cfg:?}").contains(&key));
-
-        let bad = "not-hex-secret-value";
-        let err = Config::load(
-            None,
-            env(&[("CALLSTREAM_RECORDING__MASTER_KEY", bad)]),
-            &Overrides::default(),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("recording.master_key"), "{err}");
-        assert!(!err.to_string().contains(bad));
-    }
-
-    #[test]
-    fn url_signing_keys_ttl_and_retention_interval() {
-        let secret = "s".repeat(40);
-        let cfg = Config::load(
-            None,
-            env(&[
-                (
-                    "CALLSTREAM_RECORDING__URL_SIGNING_KEYS",
-                    &format!("old:{secret},new:{secret}"),
-                ),
-                ("CALLSTREAM_RECORDING__URL_TTL_MINUTES", "5"),
-                ("CALLSTREAM_RECORDING__RETENTION_INTERVAL_SECS", "60"),
-            ]),
-            &Overrides::default(),
-        )
-        .unwrap();
-        let keys = &cfg.recording.url_signing_keys.as_ref().unwrap().0;
-        assert_eq!(
-            keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
-            ["old", "new"]
-        );
-        assert_eq!(cfg.recording.url_ttl_minutes, 5);
-        assert_eq!(cfg.recording.retention_interval_secs, 60);
-        assert!(!format!("{cfg:?}").contains(&secret));
-        for (name, value, key) in [
-            (
-                "CALLSTREAM_RECORDING__URL_SIGNING_KEYS",
-                "a:short",
-                "recording.url_signing_keys",
-            ),
-            (
-                "CALLSTREAM_RECORDING__URL_TTL_MINUTES",
-                "0",
-                "recording.url_ttl_minutes",
-            ),
-            (
-                "CALLSTREAM_RECORDING__RETENTION_INTERVAL_SECS",
-                "0",
-                "recording.retention_interval_secs",
-            ),
-        ] {
-            let err = Config::load(None, env(&[(name, value)]), &Overrides::default()).unwrap_err();
-            assert!(err.to_string().contains(key), "{err}");
-        }
-        let file = "[recording]\nurl_ttl_minutes = 30\nurl_signing_keys = [{ id = \"k1\", secret = \"0123456789abcdef0123456789abcdef\" }]\n";
-        let cfg: Config = toml::from_str(file).unwrap();
-        assert_eq!(cfg.recording.url_signing_keys.unwrap().0[0].id, "k1");
     }
 
     #[test]
@@ -1054,75 +514,5 @@ mod tests {
             let err = Config::load(None, env(&[(name, value)]), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains(key), "{err}");
         }
-    }
-
-    #[test]
-    fn twilio_api_settings() {
-        let cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
-        assert_eq!(
-            cfg.providers.twilio.api_base_url.as_str(),
-            "https://api.twilio.com/"
-        );
-        assert_eq!(
-            cfg.providers.twilio.request_timeout(),
-            Duration::from_secs(10)
-        );
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "[providers.twilio]\napi_base_url = \"http://127.0.0.1:9000\"\nrequest_timeout_ms = 2500\n",
-        )
-        .unwrap();
-        let cfg = Config::load(
-            Some(&path),
-            env(&[("CALLSTREAM_PROVIDERS__TWILIO__REQUEST_TIMEOUT_MS", "750")]),
-            &Overrides::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            cfg.providers.twilio.api_base_url.as_str(),
-            "http://127.0.0.1:9000/"
-        );
-        assert_eq!(cfg.providers.twilio.request_timeout_ms, 750);
-
-        let cfg = Config::load(
-            None,
-            env(&[(
-                "CALLSTREAM_PROVIDERS__TWILIO__API_BASE_URL",
-                "https://api.dublin.ie1.twilio.com",
-            )]),
-            &Overrides::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            cfg.providers.twilio.api_base_url.host_str(),
-            Some("api.dublin.ie1.twilio.com")
-        );
-
-        for (name, value, key) in [
-            (
-                "CALLSTREAM_PROVIDERS__TWILIO__API_BASE_URL",
-                "ftp://x",
-                "api_base_url",
-            ),
-            (
-                "CALLSTREAM_PROVIDERS__TWILIO__API_BASE_URL",
-                "not a url",
-                "API_BASE_URL",
-            ),
-            (
-                "CALLSTREAM_PROVIDERS__TWILIO__REQUEST_TIMEOUT_MS",
-                "0",
-                "request_timeout_ms",
-            ),
-        ] {
-            let err = Config::load(None, env(&[(name, value)]), &Overrides::default()).unwrap_err();
-            assert!(err.to_string().contains(key), "{err}");
-        }
-        std::fs::write(&path, "[providers.twilio]\napi_base = \"x\"\n").unwrap();
-        let err = Config::load(Some(&path), env(&[]), &Overrides::default()).unwrap_err();
-        assert!(err.to_string().contains("api_base"), "{err}");
     }
 }

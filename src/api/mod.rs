@@ -4,6 +4,7 @@
 mod auth;
 mod calls;
 mod captions;
+pub mod config;
 mod crm;
 mod error;
 mod events;

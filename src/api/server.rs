@@ -37,7 +37,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::HttpConfig;
+use crate::api::config::HttpConfig;
 use crate::metrics::Metrics;
 
 /// The connection limits, from `[http]`.

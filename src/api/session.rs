@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 use super::auth::Auth;
 use super::rbac::Permission;
 use super::{ui, AppError, AppState};
-use crate::config::AuthConfig;
+use crate::api::config::AuthConfig;
 use crate::secret::Secret;
 use crate::store::{csrf_token, now_ms, Principal};
 

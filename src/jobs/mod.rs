@@ -13,6 +13,7 @@
 //! - [`transcribe`]: batch re-transcription of a call's stored recording;
 //! - [`fetch`]: download of a provider-side recording into our storage.
 
+pub mod config;
 pub mod fetch;
 pub mod transcribe;
 
@@ -25,7 +26,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::JobsConfig;
+use crate::jobs::config::JobsConfig;
 use crate::metrics::Metrics;
 use crate::store::{now_ms, Job, JobStatus, Store};
 

@@ -5,6 +5,7 @@
 //! and stateless per tenant: every call that reaches the provider takes the
 //! tenant's [`Credentials`], so one client (one connection pool) serves all
 //! tenants.
+pub mod config;
 pub mod error;
 pub mod model;
 pub mod twilio;

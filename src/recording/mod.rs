@@ -18,6 +18,7 @@
 //! for the finished recording and `….wav.age.spool` while a call is being
 //! written.
 
+pub mod config;
 pub mod crypt;
 pub mod interleave;
 pub mod keys;
