@@ -10,9 +10,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use callstream::asr::engine::{
-    AsrEngine, AsrError, DecodeOptions, EngineConfig, Priority, Transcription,
-};
+use callstream::asr::engine::{AsrEngine, AsrError, DecodeOptions, EngineConfig, Transcription};
+use callstream::asr::scheduler::Priority;
 use callstream::asr::wer::{wer, word_errors};
 use callstream::audio::{decode_bytes, decode_file, DecodeError, TARGET_RATE};
 

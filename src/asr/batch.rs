@@ -13,9 +13,10 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::engine::{
-    resolve_model, AsrEngine, AsrError, DecodeOptions, EngineConfig, Priority, Transcription,
+    resolve_model, AsrEngine, AsrError, DecodeOptions, EngineConfig, Transcription,
 };
 use super::export::{render, to_json, Format, LabelledSegment};
+use super::scheduler::Priority;
 use crate::audio::{decode_file, DecodeError, DecodedAudio};
 
 /// Options of `callstream transcribe`.

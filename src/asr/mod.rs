@@ -10,5 +10,6 @@ pub mod export;
 pub mod live;
 pub mod model;
 pub mod redact;
+pub mod scheduler;
 pub mod summary;
 pub mod wer;

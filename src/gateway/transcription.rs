@@ -14,10 +14,10 @@ use tokio_util::task::TaskTracker;
 
 use super::sinks::{CallContext, SinkFactory, SinkSet};
 use crate::asr::captions::CaptionHub;
-use crate::asr::engine::Permit;
 use crate::asr::live::{
     CaptionEvent, DecodeKind, DecodeRequest, FinalSegment, Hypothesis, LiveConfig, LiveTranscriber,
 };
+use crate::asr::scheduler::Permit;
 use crate::media::sink::{SpillingSender, TranscriptionInput};
 use crate::store::{Segment, Store, TranscriptStatus};
 
@@ -385,7 +385,7 @@ impl CallTranscription {
 
 impl SpeechToText for crate::asr::engine::AsrEngine {
     fn reserve(&self, kind: DecodeKind) -> BoxFuture<'static, Permit> {
-        use crate::asr::engine::Priority;
+        use crate::asr::scheduler::Priority;
         let priority = match kind {
             DecodeKind::Partial => Priority::LivePartial,
             DecodeKind::Final => Priority::LiveFinal,

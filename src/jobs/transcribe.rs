@@ -17,8 +17,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{JobContext, JobError, JobHandler};
-use crate::asr::engine::{AsrEngine, AsrError, DecodeOptions, Priority};
+use crate::asr::engine::{AsrEngine, AsrError, DecodeOptions};
 use crate::asr::live::FinalSegment;
+use crate::asr::scheduler::Priority;
 use crate::asr::summary::summary_json;
 use crate::audio::{decode_bytes, DecodeError, DecodedAudio};
 use crate::recording::{RecordingError, Recordings};
