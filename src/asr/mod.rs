@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod captions;
+pub mod cleanup;
 pub mod engine;
 pub mod eval;
 pub mod export;
