@@ -119,7 +119,7 @@ struct PathRun {
 fn engine_config(model: &str, clips: &[Clip], min_audio_ctx: Option<u32>) -> EngineConfig {
     let args = callstream::asr::batch::TranscribeArgs {
         files: clips.iter().map(|c| c.path.clone()).collect(),
-        format: callstream::asr::export::Format::Txt,
+        format: callstream::transcript::export::Format::Txt,
         model: model.to_string(),
         threads: None,
     };

@@ -331,7 +331,7 @@ impl CallTranscription {
                         *text = policy.transcript_text(text);
                     }
                     CaptionEvent::Partial { text, .. } if policy.pii_redaction => {
-                        *text = crate::asr::redact::redact_tentative(text);
+                        *text = crate::transcript::redact::redact_tentative(text);
                     }
                     CaptionEvent::Partial { .. } | CaptionEvent::Status { .. } => {}
                 }
@@ -370,7 +370,7 @@ impl CallTranscription {
             TranscriptStatus::Failed
         };
         if let Some(t) = &transcript {
-            let summary = crate::asr::summary::summary_json(&finals);
+            let summary = crate::transcript::summary::summary_json(&finals);
             if let Err(e) = self
                 .store
                 .finish_transcript(&tenant, t, status, Some(&summary), crate::store::now_ms())

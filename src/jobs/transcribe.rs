@@ -20,10 +20,10 @@ use super::{JobContext, JobError, JobHandler};
 use crate::asr::engine::{AsrEngine, AsrError, DecodeOptions};
 use crate::asr::live::FinalSegment;
 use crate::asr::scheduler::Priority;
-use crate::asr::summary::summary_json;
 use crate::audio::{decode_bytes, DecodeError, DecodedAudio};
 use crate::recording::{RecordingError, Recordings};
 use crate::store::{now_ms, BatchTranscript, Job, Segment, Store, StoreError};
+use crate::transcript::summary::summary_json;
 
 /// `jobs.kind` of transcription jobs.
 pub const KIND: &str = "transcription";
