@@ -20,7 +20,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use callstream::asr::engine::{AsrEngine, DecodeOptions, EngineConfig, Priority};
+use callstream::asr::engine::{AsrEngine, DecodeOptions, EngineConfig};
+use callstream::asr::scheduler::Priority;
 use callstream::audio::decode_file;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

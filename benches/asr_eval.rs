@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
-use callstream::asr::engine::{AsrEngine, DecodeOptions, EngineConfig, Priority};
+use callstream::asr::engine::{AsrEngine, DecodeOptions, EngineConfig};
 use callstream::asr::eval::{has_new_repeat, Clip, Score};
+use callstream::asr::scheduler::Priority;
 use callstream::config::Config;
 use callstream::providers::twilio::signature;
 use callstream::providers::twilio::stream::{frames, StreamTrack};
@@ -118,7 +119,7 @@ struct PathRun {
 fn engine_config(model: &str, clips: &[Clip], min_audio_ctx: Option<u32>) -> EngineConfig {
     let args = callstream::asr::batch::TranscribeArgs {
         files: clips.iter().map(|c| c.path.clone()).collect(),
-        format: callstream::asr::export::Format::Txt,
+        format: callstream::transcript::export::Format::Txt,
         model: model.to_string(),
         threads: None,
     };

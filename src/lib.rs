@@ -22,6 +22,7 @@ pub mod providers;
 pub mod recording;
 pub mod secret;
 pub mod store;
+pub mod transcript;
 
 use std::future::Future;
 

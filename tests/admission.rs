@@ -138,7 +138,7 @@ async fn a_call_without_a_live_slot_is_told_and_transcribed_after_it_ends() {
     );
     eprintln!("live: {text_a:?}\nafter the call: {text_b:?}");
     for text in [&text_a, &text_b] {
-        let wer = callstream::asr::wer::wer(REFERENCE, text);
+        let wer = callstream::transcript::wer::wer(REFERENCE, text);
         assert!(wer <= 0.15, "WER {wer:.2}: {text}");
     }
     assert!(tb.summary.as_ref().is_some_and(|s| s.is_object()), "{tb:?}");

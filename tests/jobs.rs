@@ -210,7 +210,7 @@ async fn a_recorded_call_is_retranscribed_once_by_a_batch_job() {
             .map(|s| s.text.as_str())
             .collect();
         let text = text.join(" ");
-        let wer = callstream::asr::wer::wer(REFERENCE, &text);
+        let wer = callstream::transcript::wer::wer(REFERENCE, &text);
         eprintln!("batch job, {track} track: WER {:.1}% ({text})", wer * 100.0);
         assert!(wer <= 0.10, "{track}: WER {wer:.3}: {text}");
     }

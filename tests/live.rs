@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use callstream::asr::wer::wer;
 use callstream::providers::twilio::stream::StreamTrack;
+use callstream::transcript::wer::wer;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -10,11 +10,10 @@ use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use callstream::asr::engine::{
-    AsrEngine, AsrError, DecodeOptions, EngineConfig, Priority, Transcription,
-};
-use callstream::asr::wer::{wer, word_errors};
+use callstream::asr::engine::{AsrEngine, AsrError, DecodeOptions, EngineConfig, Transcription};
+use callstream::asr::scheduler::Priority;
 use callstream::audio::{decode_bytes, decode_file, DecodeError, TARGET_RATE};
+use callstream::transcript::wer::{wer, word_errors};
 
 const BIN: &str = env!("CARGO_BIN_EXE_callstream");
 const REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, \

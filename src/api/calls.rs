@@ -618,7 +618,7 @@ pub async fn to_ticket(
     let summary = match &call.transcript_id {
         Some(t) => store.get_transcript(tenant, t).await?.summary.map(|json| {
             // Plain text for the ticket; a summary of another shape as JSON.
-            serde_json::from_value::<crate::asr::summary::CallSummary>(json.clone())
+            serde_json::from_value::<crate::transcript::summary::CallSummary>(json.clone())
                 .map(|s| s.to_text())
                 .unwrap_or_else(|_| json.to_string())
         }),

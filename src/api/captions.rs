@@ -199,7 +199,7 @@ pub async fn transcript(
     Path(call_id): Path<String>,
     super::error::ApiQuery(params): super::error::ApiQuery<ExportParams>,
 ) -> Result<Response, AppError> {
-    use crate::asr::export::{render, Format, LabelledSegment};
+    use crate::transcript::export::{render, Format, LabelledSegment};
     let (format, content_type) = match params.format.as_deref().unwrap_or("json") {
         "json" => (Format::Json, "application/json"),
         "txt" => (Format::Txt, "text/plain; charset=utf-8"),

@@ -13,10 +13,11 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::engine::{
-    resolve_model, AsrEngine, AsrError, DecodeOptions, EngineConfig, Priority, Transcription,
+    resolve_model, AsrEngine, AsrError, DecodeOptions, EngineConfig, Transcription,
 };
-use super::export::{render, to_json, Format, LabelledSegment};
+use super::scheduler::Priority;
 use crate::audio::{decode_file, DecodeError, DecodedAudio};
+use crate::transcript::export::{render, to_json, Format, LabelledSegment};
 
 /// Options of `callstream transcribe`.
 #[derive(Debug, Clone, clap::Args)]

@@ -24,36 +24,27 @@
 //!   future alone frees a queue place, but a run already started finishes.
 //!
 //! # Guards against Whisper's failure modes
-//! Whisper hallucinates on silence and loops on short or noisy windows. After
-//! each run the engine drops segments that are probably not speech (high
-//! no-speech probability with low token confidence, or only a bracketed
-//! annotation such as `[BLANK_AUDIO]`), collapses any n-gram repeated three or
-//! more times in a row (within a segment, and identical consecutive segments),
-//! and caps tokens per window when the encoder is shrunk.
+//! Whisper hallucinates on silence and loops on short or noisy windows. The
+//! engine caps tokens per window when the encoder is shrunk, redoes a
+//! shrunk-window decode that [`looks_degenerate`] with the full window, and
+//! passes every run through [`clean_segments`] (see [`crate::asr::cleanup`]).
 
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
-use tokio::sync::oneshot;
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
+
+use crate::asr::cleanup::{clean_segments, looks_degenerate};
+use crate::asr::scheduler::{Permit, Priority, Scheduler};
 
 /// Samples per second of engine input.
 pub const SAMPLE_RATE: usize = 16_000;
 /// Audio per encoder position: Whisper's encoder sees 1500 positions per 30 s.
 const MS_PER_AUDIO_CTX: usize = 20;
-/// A segment is dropped as "not speech" when Whisper's no-speech probability
-/// is above this...
-pub const NO_SPEECH_THRESHOLD: f32 = 0.6;
-/// ...and its mean token probability is below this.
-pub const LOW_CONFIDENCE: f32 = 0.5;
-/// Consecutive repeats of the same n-gram that count as a decoding loop.
-pub const REPEAT_LIMIT: usize = 3;
 
 /// Why the engine could not produce a transcription.
 #[derive(Debug, thiserror::Error)]
@@ -146,28 +137,6 @@ impl EngineConfig {
             )));
         }
         Ok(())
-    }
-}
-
-/// Scheduling class of a job. Waiting jobs are served in the order
-/// `LiveFinal`, `LivePartial`, `Batch`: a final fixes text agents act on and
-/// is never superseded, while a partial is replaced by the next one (and can
-/// be aborted); batch work has no one waiting on it in real time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Priority {
-    LivePartial,
-    LiveFinal,
-    Batch,
-}
-
-impl Priority {
-    /// Lower is served first.
-    fn rank(self) -> u8 {
-        match self {
-            Priority::LiveFinal => 0,
-            Priority::LivePartial => 1,
-            Priority::Batch => 2,
-        }
     }
 }
 
@@ -612,38 +581,6 @@ struct Decoded {
     hit_token_cap: bool,
 }
 
-/// Whether a decode of `audio_ms` of audio looks like a loop rather than
-/// speech: it ran into its token cap, or says a phrase three times over
-/// (any order: "front, left, left, front, left, front"), or more words
-/// than anyone says in that time, or words with little variety.
-pub fn looks_degenerate(text: &str, audio_ms: u64, hit_token_cap: bool) -> bool {
-    if hit_token_cap {
-        return true;
-    }
-    let words: Vec<String> = text
-        .split_whitespace()
-        .map(word_key)
-        .filter(|w| !w.is_empty())
-        .collect();
-    if words.len() < 3 {
-        return false;
-    }
-    // Fast speech is about 4 words a second; digits read out about 3.
-    let per_second = words.len() as f64 * 1000.0 / audio_ms.max(1) as f64;
-    if words.len() >= 6 && per_second > 6.0 {
-        return true;
-    }
-    if words_key(&collapse_repeats(text)) != words {
-        return true;
-    }
-    let mut distinct = words.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    // Short stretches of real speech rarely reuse most of their words.
-    (words.len() >= 6 && distinct.len() * 5 < words.len() * 2)
-        || (words.len() < 12 && distinct.len() * 2 < words.len())
-}
-
 /// Joins tokens `(text, t0_ms, t1_ms, probability)` into words: a token that
 /// starts with a space starts a word (Whisper's BPE marks word starts so);
 /// punctuation stays on the word it follows.
@@ -687,251 +624,6 @@ fn words_from_tokens(
     words
 }
 
-/// Applies the guards described on the module: drops non-speech, collapses
-/// repetition loops within segments, then runs of [`REPEAT_LIMIT`] or more
-/// identical consecutive segments into one spanning them all.
-pub fn clean_segments(segments: Vec<Segment>) -> Vec<Segment> {
-    let kept: Vec<Segment> = segments
-        .into_iter()
-        .filter(|s| !is_probably_not_speech(s))
-        .map(|mut s| {
-            let collapsed = collapse_repeats(&s.text);
-            if collapsed != s.text {
-                // The words no longer match the text: better none.
-                s.words.clear();
-            }
-            s.text = collapsed;
-            s
-        })
-        .filter(|s| !s.text.is_empty())
-        .collect();
-    let mut out = Vec::with_capacity(kept.len());
-    let mut rest = kept.into_iter().peekable();
-    while let Some(first) = rest.next() {
-        let key = words_key(&first.text);
-        let mut run = vec![first];
-        while let Some(next) = rest.next_if(|s| words_key(&s.text) == key) {
-            run.push(next);
-        }
-        // A whole sentence said twice in a row is almost always Whisper
-        // looping on a short window (seen with shrunk encoders); a short word
-        // ("no. no.") may really be repeated.
-        let limit = if key.len() >= 3 { 2 } else { REPEAT_LIMIT };
-        if run.len() >= limit {
-            let end_ms = run.iter().map(|s| s.end_ms).max().unwrap_or_default();
-            let mut one = run.swap_remove(0);
-            one.end_ms = one.end_ms.max(end_ms);
-            out.push(one);
-        } else {
-            out.extend(run);
-        }
-    }
-    out
-}
-
-/// Hallucination over silence or noise: nothing but annotations such as
-/// `[BLANK_AUDIO]`, `(music)` or `♪`, or a likely no-speech window decoded
-/// with low confidence.
-fn is_probably_not_speech(seg: &Segment) -> bool {
-    let mut depth = 0usize;
-    let mut spoken = false;
-    for c in seg.text.chars() {
-        match c {
-            '[' | '(' => depth += 1,
-            ']' | ')' => depth = depth.saturating_sub(1),
-            c if depth == 0 && c.is_alphanumeric() => spoken = true,
-            _ => {}
-        }
-    }
-    !spoken
-        || (seg.no_speech_prob > NO_SPEECH_THRESHOLD
-            && seg.confidence.unwrap_or(0.0) < LOW_CONFIDENCE)
-}
-
-/// A word compared case- and punctuation-insensitively.
-fn word_key(word: &str) -> String {
-    word.chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
-fn words_key(text: &str) -> Vec<String> {
-    text.split_whitespace().map(word_key).collect()
-}
-
-/// Replaces any n-gram repeated [`REPEAT_LIMIT`] or more times in a row by
-/// one copy ("thank you thank you thank you" → "thank you"). Shorter n-grams
-/// are tried first, so "no no no no" becomes "no".
-pub fn collapse_repeats(text: &str) -> String {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let keys: Vec<String> = words.iter().map(|w| word_key(w)).collect();
-    let mut out: Vec<&str> = Vec::with_capacity(words.len());
-    let mut i = 0;
-    while i < words.len() {
-        let mut advanced = false;
-        for n in 1..=(words.len() - i) / REPEAT_LIMIT {
-            let gram = &keys[i..i + n];
-            if gram.iter().all(String::is_empty) {
-                continue;
-            }
-            let mut copies = 1;
-            while i + (copies + 1) * n <= words.len()
-                && keys[i + copies * n..i + (copies + 1) * n] == *gram
-            {
-                copies += 1;
-            }
-            if copies >= REPEAT_LIMIT {
-                out.extend_from_slice(&words[i..i + n]);
-                i += copies * n;
-                advanced = true;
-                break;
-            }
-        }
-        if !advanced {
-            out.push(words[i]);
-            i += 1;
-        }
-    }
-    out.join(" ")
-}
-
-/// Grants at most `slots` concurrent jobs, by [`Priority`] then arrival.
-///
-/// Independent of Whisper so the policy is testable without a model. A
-/// [`Permit`] returns its slot on drop — also when the job panics or the
-/// waiting future is dropped — and a slot freed while jobs wait goes straight
-/// to the best waiter, so a late high-priority job cannot be overtaken by an
-/// earlier low-priority one.
-pub struct Scheduler {
-    state: Mutex<SchedulerState>,
-}
-
-struct SchedulerState {
-    free: usize,
-    waiting: BinaryHeap<Waiter>,
-    next_seq: u64,
-}
-
-struct Waiter {
-    rank: u8,
-    seq: u64,
-    grant: oneshot::Sender<Permit>,
-}
-
-impl PartialEq for Waiter {
-    fn eq(&self, other: &Self) -> bool {
-        (self.rank, self.seq) == (other.rank, other.seq)
-    }
-}
-impl Eq for Waiter {}
-impl PartialOrd for Waiter {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Waiter {
-    /// The heap's maximum is the best waiter: lowest rank, then oldest.
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        (other.rank, other.seq).cmp(&(self.rank, self.seq))
-    }
-}
-
-/// One granted slot; dropping it frees the slot.
-pub struct Permit {
-    scheduler: Option<Arc<Scheduler>>,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if let Some(s) = self.scheduler.take() {
-            s.release();
-        }
-    }
-}
-
-impl Scheduler {
-    pub fn new(slots: usize) -> Arc<Self> {
-        Arc::new(Self {
-            state: Mutex::new(SchedulerState {
-                free: slots,
-                waiting: BinaryHeap::new(),
-                next_seq: 0,
-            }),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, SchedulerState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Jobs waiting for a slot.
-    pub fn queued(&self) -> usize {
-        self.lock().waiting.len()
-    }
-
-    /// Slots free right now.
-    pub fn available(&self) -> usize {
-        self.lock().free
-    }
-
-    /// Waits for a slot. Cancel-safe: dropping the future gives up the place
-    /// in the queue, and a slot granted to a dropped waiter moves on.
-    pub async fn acquire(self: &Arc<Self>, priority: Priority) -> Permit {
-        loop {
-            let granted = {
-                let mut s = self.lock();
-                if s.free > 0 {
-                    s.free -= 1;
-                    return Permit {
-                        scheduler: Some(self.clone()),
-                    };
-                }
-                let (grant, granted) = oneshot::channel();
-                let seq = s.next_seq;
-                s.next_seq += 1;
-                s.waiting.push(Waiter {
-                    rank: priority.rank(),
-                    seq,
-                    grant,
-                });
-                granted
-            };
-            // The sender is only dropped unsent if this receiver was dropped
-            // first, so this loops only in theory.
-            if let Ok(permit) = granted.await {
-                return permit;
-            }
-        }
-    }
-
-    /// Hands a freed slot to the best live waiter, else marks it free.
-    fn release(self: Arc<Self>) {
-        let mut permit = Permit {
-            scheduler: Some(self.clone()),
-        };
-        loop {
-            let waiter = {
-                let mut s = self.lock();
-                match s.waiting.pop() {
-                    Some(w) => w,
-                    None => {
-                        s.free += 1;
-                        // Disarm: the slot is now counted in `free`.
-                        permit.scheduler = None;
-                        return;
-                    }
-                }
-            };
-            // Outside the lock: a failed send hands the permit back to us.
-            match waiter.grant.send(permit) {
-                Ok(()) => return,
-                Err(p) => permit = p,
-            }
-        }
-    }
-}
-
 /// Resolves a `--model` argument: an existing path or one with a `/` or a
 /// `.bin` suffix is a path; anything else is a model name looked up as
 /// `{models_dir}/ggml-{name}.bin` (`tiny.en` → `models/ggml-tiny.en.bin`).
@@ -951,18 +643,6 @@ pub fn resolve_model(spec: &str, models_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn seg(text: &str, no_speech_prob: f32, confidence: Option<f32>) -> Segment {
-        Segment {
-            start_ms: 0,
-            end_ms: 1_000,
-            text: text.into(),
-            confidence,
-            no_speech_prob,
-            words: Vec::new(),
-        }
-    }
 
     #[test]
     fn tokens_join_into_words_with_their_punctuation() {
@@ -982,95 +662,6 @@ mod tests {
         assert_eq!(texts, ["And", "so,", "Americans."]);
         assert_eq!((words[2].start_ms, words[2].end_ms), (1_080, 1_170));
         assert!((words[1].probability - 0.75).abs() < 1e-6);
-    }
-
-    #[tokio::test]
-    async fn live_work_is_served_before_batch() {
-        let scheduler = Scheduler::new(1);
-        let busy = scheduler.acquire(Priority::Batch).await;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        // Arrival order: batch, partial, batch, final, partial.
-        let arrivals = [
-            ("batch-1", Priority::Batch),
-            ("partial-1", Priority::LivePartial),
-            ("batch-2", Priority::Batch),
-            ("final-1", Priority::LiveFinal),
-            ("partial-2", Priority::LivePartial),
-        ];
-        for (n, (name, priority)) in arrivals.into_iter().enumerate() {
-            let (s, tx) = (scheduler.clone(), tx.clone());
-            tokio::spawn(async move {
-                let _permit = s.acquire(priority).await;
-                tx.send(name).unwrap();
-            });
-            while scheduler.queued() < n + 1 {
-                tokio::task::yield_now().await;
-            }
-        }
-        drop(tx);
-        drop(busy);
-        let mut order = Vec::new();
-        while let Some(name) = rx.recv().await {
-            order.push(name);
-        }
-        assert_eq!(
-            order,
-            ["final-1", "partial-1", "partial-2", "batch-1", "batch-2"]
-        );
-        assert_eq!(scheduler.available(), 1);
-    }
-
-    #[tokio::test]
-    async fn slots_bound_concurrency() {
-        let scheduler = Scheduler::new(2);
-        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..8)
-            .map(|i| {
-                let (s, running, peak) = (scheduler.clone(), running.clone(), peak.clone());
-                tokio::spawn(async move {
-                    let p = if i % 2 == 0 {
-                        Priority::Batch
-                    } else {
-                        Priority::LivePartial
-                    };
-                    let _permit = s.acquire(p).await;
-                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                    peak.fetch_max(now, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    running.fetch_sub(1, Ordering::SeqCst);
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(peak.load(Ordering::SeqCst), 2);
-        assert_eq!(scheduler.available(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_cancelled_waiter_does_not_lose_the_slot() {
-        let scheduler = Scheduler::new(1);
-        let busy = scheduler.acquire(Priority::Batch).await;
-        let s = scheduler.clone();
-        let cancelled = tokio::spawn(async move { s.acquire(Priority::LiveFinal).await });
-        while scheduler.queued() < 1 {
-            tokio::task::yield_now().await;
-        }
-        cancelled.abort();
-        let _ = cancelled.await;
-        let s = scheduler.clone();
-        let batch = tokio::spawn(async move { drop(s.acquire(Priority::Batch).await) });
-        while scheduler.queued() < 2 {
-            tokio::task::yield_now().await;
-        }
-        drop(busy);
-        tokio::time::timeout(Duration::from_secs(5), batch)
-            .await
-            .expect("the slot reached the live waiter")
-            .unwrap();
-        assert_eq!(scheduler.available(), 1);
     }
 
     #[test]
@@ -1114,86 +705,6 @@ mod tests {
         let msg = err.to_string();
         assert!(matches!(err, AsrError::ModelMissing(_)));
         assert!(msg.contains("/nonexistent/ggml-tiny.en.bin") && msg.contains("--model"));
-    }
-
-    #[test]
-    fn loops_look_degenerate_and_speech_does_not() {
-        let users_saw = "Front, left, left, front, left, front, left, left, front, left,";
-        assert!(looks_degenerate(users_saw, 1_500, false));
-        assert!(looks_degenerate(
-            "thank you thank you thank you",
-            3_000,
-            false
-        ));
-        // Far more words than 1.2 s can hold.
-        assert!(looks_degenerate("a b c d e f g h i j", 1_200, false));
-        assert!(
-            looks_degenerate("Yes.", 800, true),
-            "ran into the token cap"
-        );
-        assert!(!looks_degenerate("Front left.", 1_500, false));
-        assert!(!looks_degenerate(
-            "Please check the number and dial again.",
-            2_600,
-            false
-        ));
-        assert!(!looks_degenerate(
-            "And so my fellow Americans, ask not what your country can do for you",
-            8_000,
-            false
-        ));
-    }
-
-    #[test]
-    fn repetition_loops_collapse() {
-        assert_eq!(
-            collapse_repeats("thank you thank you thank you"),
-            "thank you"
-        );
-        assert_eq!(
-            collapse_repeats("I said no, no, no, no to that"),
-            "I said no, to that"
-        );
-        assert_eq!(
-            collapse_repeats("Okay. Okay. Okay. Okay. Okay. Bye."),
-            "Okay. Bye."
-        );
-        // Two copies are speech, not a loop.
-        assert_eq!(collapse_repeats("very very good"), "very very good");
-        assert_eq!(
-            collapse_repeats("ask not what your country can do for you, ask what you can do"),
-            "ask not what your country can do for you, ask what you can do"
-        );
-        assert_eq!(collapse_repeats("a b c a b c a b c d"), "a b c d");
-        assert_eq!(collapse_repeats(""), "");
-    }
-
-    #[test]
-    fn non_speech_and_segment_loops_are_dropped() {
-        let cleaned = clean_segments(vec![
-            seg("Hello there.", 0.01, Some(0.9)),
-            seg("Thank you.", 0.9, Some(0.3)),
-            seg("[BLANK_AUDIO]", 0.1, Some(0.9)),
-            seg("(music) [applause]", 0.1, Some(0.9)),
-            // Confident speech survives a high no-speech probability.
-            seg("Loud and clear.", 0.8, Some(0.95)),
-            seg("Subscribe now.", 0.1, Some(0.7)),
-            seg("Subscribe now.", 0.1, Some(0.7)),
-            seg("subscribe now", 0.1, Some(0.7)),
-            seg("Subscribe now!", 0.1, Some(0.7)),
-            seg("Goodbye.", 0.1, Some(0.9)),
-            seg("♪ ♪", 0.1, Some(0.9)),
-        ]);
-        let texts: Vec<&str> = cleaned.iter().map(|s| s.text.as_str()).collect();
-        assert_eq!(
-            texts,
-            [
-                "Hello there.",
-                "Loud and clear.",
-                "Subscribe now.",
-                "Goodbye."
-            ]
-        );
     }
 
     #[test]

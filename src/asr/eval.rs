@@ -1,12 +1,12 @@
 //! The real-speech evaluation set (`media-fixtures/eval`) and its scoring:
 //! what `benches/asr_eval.rs` and the short-utterance regression test
-//! share. Scoring is [`super::wer`]'s (numbers and punctuation
+//! share. Scoring is [`crate::transcript::wer`]'s (numbers and punctuation
 //! normalised); a repeat is a word or phrase said three or more times in a
 //! row that the reference does not repeat so, the mark of a decoding loop.
 
 use std::path::{Path, PathBuf};
 
-use super::wer::{normalize, word_errors, WerStats};
+use crate::transcript::wer::{normalize, word_errors, WerStats};
 
 /// One clip of the set, as its manifest row describes it.
 #[derive(Debug, Clone, PartialEq)]

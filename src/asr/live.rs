@@ -35,6 +35,7 @@
 
 use std::collections::VecDeque;
 
+use crate::asr::cleanup::{word_key, words_key, Blanks};
 pub use crate::asr::engine::Word;
 use crate::media::{PcmChunk, Track, WidebandChunk};
 
@@ -703,7 +704,7 @@ impl LiveTranscriber {
                         let open = t.generation == generation
                             && t.utterance.is_some()
                             && samples_to_ms(t.window_start) == start_ms;
-                        if !open || words_keys(&join_text(&hyps)) != expected {
+                        if !open || words_key(&join_text(&hyps), Blanks::Skip) != expected {
                             return;
                         }
                         t.window_start = cut;
@@ -781,21 +782,6 @@ fn is_annotation(text: &str) -> bool {
         || (t.starts_with('[') && t.ends_with(']'))
         || (t.starts_with('(') && t.ends_with(')'))
         || (t.starts_with('*') && t.ends_with('*'))
-}
-
-/// A word compared case- and punctuation-insensitively.
-fn word_key(text: &str) -> String {
-    text.chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
-fn words_keys(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(word_key)
-        .filter(|k| !k.is_empty())
-        .collect()
 }
 
 /// LocalAgreement-2 on one partial of a window that starts at `start_ms`:

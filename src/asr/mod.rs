@@ -1,15 +1,17 @@
-//! Local speech recognition: Whisper models and the shared engine with its
-//! scheduler, live captioning policy, caption fan-out, batch transcription,
-//! summaries, redaction, transcript export and word error rate.
+//! Local speech recognition, audio to text: Whisper model files ([`model`]),
+//! the engine that runs them ([`engine`]) with its [`scheduler`] and the
+//! [`cleanup`] of what Whisper decodes, the live captioning policy
+//! ([`live`]), caption fan-out ([`captions`]), batch transcription
+//! ([`batch`]), the `[asr]` settings ([`config`]) and the real-speech
+//! evaluation ([`eval`]). What is done with
+//! the text afterwards is [`crate::transcript`]'s.
 
 pub mod batch;
 pub mod captions;
+pub mod cleanup;
 pub mod config;
 pub mod engine;
 pub mod eval;
-pub mod export;
 pub mod live;
 pub mod model;
-pub mod redact;
-pub mod summary;
-pub mod wer;
+pub mod scheduler;

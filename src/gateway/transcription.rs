@@ -14,10 +14,10 @@ use tokio_util::task::TaskTracker;
 
 use super::sinks::{CallContext, SinkFactory, SinkSet};
 use crate::asr::captions::CaptionHub;
-use crate::asr::engine::Permit;
 use crate::asr::live::{
     CaptionEvent, DecodeKind, DecodeRequest, FinalSegment, Hypothesis, LiveConfig, LiveTranscriber,
 };
+use crate::asr::scheduler::Permit;
 use crate::media::sink::{SpillingSender, TranscriptionInput};
 use crate::store::{Segment, Store, TranscriptStatus};
 
@@ -331,7 +331,7 @@ impl CallTranscription {
                         *text = policy.transcript_text(text);
                     }
                     CaptionEvent::Partial { text, .. } if policy.pii_redaction => {
-                        *text = crate::asr::redact::redact_tentative(text);
+                        *text = crate::transcript::redact::redact_tentative(text);
                     }
                     CaptionEvent::Partial { .. } | CaptionEvent::Status { .. } => {}
                 }
@@ -370,7 +370,7 @@ impl CallTranscription {
             TranscriptStatus::Failed
         };
         if let Some(t) = &transcript {
-            let summary = crate::asr::summary::summary_json(&finals);
+            let summary = crate::transcript::summary::summary_json(&finals);
             if let Err(e) = self
                 .store
                 .finish_transcript(&tenant, t, status, Some(&summary), crate::store::now_ms())
@@ -385,7 +385,7 @@ impl CallTranscription {
 
 impl SpeechToText for crate::asr::engine::AsrEngine {
     fn reserve(&self, kind: DecodeKind) -> BoxFuture<'static, Permit> {
-        use crate::asr::engine::Priority;
+        use crate::asr::scheduler::Priority;
         let priority = match kind {
             DecodeKind::Partial => Priority::LivePartial,
             DecodeKind::Final => Priority::LiveFinal,

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{JobContext, JobError, JobHandler};
-use crate::asr::engine::{AsrEngine, AsrError, DecodeOptions, Priority};
+use crate::asr::engine::{AsrEngine, AsrError, DecodeOptions};
 use crate::asr::live::FinalSegment;
-use crate::asr::summary::summary_json;
+use crate::asr::scheduler::Priority;
 use crate::audio::{decode_bytes, DecodeError, DecodedAudio};
 use crate::recording::{RecordingError, Recordings};
 use crate::store::{now_ms, BatchTranscript, Job, Segment, Store, StoreError};
+use crate::transcript::summary::summary_json;
 
 /// `jobs.kind` of transcription jobs.
 pub const KIND: &str = "transcription";

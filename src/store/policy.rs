@@ -73,7 +73,7 @@ impl CallPolicy {
     /// here (live finals, batch re-transcription, exports, stored captions).
     pub fn transcript_text(&self, text: &str) -> String {
         if self.pii_redaction {
-            crate::asr::redact::redact(text).text
+            crate::transcript::redact::redact(text).text
         } else {
             text.to_string()
         }

@@ -7,6 +7,9 @@
 //! Numbers become digits, and every digit counts as a word: a digit string
 //! read one digit at a time and the same number written as a numeral then
 //! score alike, and a wrong digit is one error whichever way it is written.
+//! The number words are `words/numbers.txt`, which redaction reads too.
+
+use crate::transcript::words;
 
 /// Lowercases, drops punctuation, writes numbers as separate digits and
 /// collapses whitespace.
@@ -58,53 +61,19 @@ pub fn normalize(text: &str) -> String {
     digits.join(" ")
 }
 
+/// A unit or teen (0–19) of `words/numbers.txt`.
 fn small_number(w: &str) -> Option<u64> {
-    Some(match w {
-        "zero" => 0,
-        "one" => 1,
-        "two" => 2,
-        "three" => 3,
-        "four" => 4,
-        "five" => 5,
-        "six" => 6,
-        "seven" => 7,
-        "eight" => 8,
-        "nine" => 9,
-        "ten" => 10,
-        "eleven" => 11,
-        "twelve" => 12,
-        "thirteen" => 13,
-        "fourteen" => 14,
-        "fifteen" => 15,
-        "sixteen" => 16,
-        "seventeen" => 17,
-        "eighteen" => 18,
-        "nineteen" => 19,
-        _ => return None,
-    })
+    words::number(w).filter(|&n| n < 20)
 }
 
+/// Twenty, thirty… ninety.
 fn tens(w: &str) -> Option<u64> {
-    Some(match w {
-        "twenty" => 20,
-        "thirty" => 30,
-        "forty" => 40,
-        "fifty" => 50,
-        "sixty" => 60,
-        "seventy" => 70,
-        "eighty" => 80,
-        "ninety" => 90,
-        _ => return None,
-    })
+    words::number(w).filter(|n| (20..100).contains(n))
 }
 
+/// Thousand, million, billion.
 fn scale(w: &str) -> Option<u64> {
-    Some(match w {
-        "thousand" => 1_000,
-        "million" => 1_000_000,
-        "billion" => 1_000_000_000,
-        _ => return None,
-    })
+    words::number(w).filter(|&n| n >= 1_000)
 }
 
 /// Replaces each spoken cardinal number in `words` by its numeral. A unit
@@ -150,7 +119,8 @@ fn numbers_as_digits(words: &[&str]) -> Vec<String> {
                 }
                 group += n;
                 last = Some(Last::Tens);
-            } else if w == "hundred" && matches!(last, Some(Last::Unit | Last::Tens)) {
+            } else if words::number(w) == Some(100) && matches!(last, Some(Last::Unit | Last::Tens))
+            {
                 // "four hundred", "fifteen hundred", "twenty one hundred".
                 group = (group - group % 100) + (group % 100) * 100;
                 last = Some(Last::Hundred);

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::engine::Segment;
+use crate::asr::engine::Segment;
 use crate::media::Track;
 
 /// A segment and, for calls, who spoke it.

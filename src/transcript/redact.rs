@@ -4,9 +4,10 @@
 //! Whisper writes the same number three ways ("4111 1111…", "4111-1111…",
 //! "four one one one…"), so detection works on tokens rather than on the raw
 //! string: words, digit runs and single symbols, with the whitespace between
-//! them. Digit words (zero/oh/one…nine, "double five") and written digits
-//! are merged into *runs* joined by the separators people and Whisper use in
-//! numbers (space, `-`, `.`, `,`, parentheses); each run is then classified:
+//! them. Digit words (zero/oh/one…nine, from `words/numbers.txt`; "double
+//! five") and written digits are merged into *runs* joined by the separators
+//! people and Whisper use in numbers (space, `-`, `.`, `,`, parentheses);
+//! each run is then classified:
 //!
 //! - a card is 13–19 digits that pass the Luhn check (the check keeps random
 //!   long numbers and phone numbers out);
@@ -29,7 +30,11 @@
 //! Pure and deterministic; linear in the input (every inner search is
 //! bounded), and it never panics on any UTF-8 input.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
+
+use crate::transcript::words;
 
 /// What a redacted span was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,92 +144,14 @@ const CURRENCY: &[char] = &['$', '€', '£', '¥', '₹', '¢'];
 /// Symbols that may join the parts of an e-mail's local part ("john.smith").
 const LOCAL_SYMS: &[char] = &['.', '_', '-', '+', '%'];
 /// Words that join the parts of a spoken local part.
-const SPOKEN_JOINERS: &[&str] = &["dot", "underscore", "dash", "hyphen"];
-/// TLDs accepted after a *spoken* "at" ("meet at the park dot com" is rare,
-/// but a known TLD keeps ordinary speech out).
-const SPOKEN_TLDS: &[&str] = &[
-    "com", "net", "org", "edu", "gov", "mil", "int", "io", "co", "uk", "us", "ca", "au", "nz",
-    "ie", "de", "fr", "es", "it", "nl", "be", "ch", "at", "se", "no", "dk", "fi", "pl", "pt", "br",
-    "mx", "in", "jp", "cn", "info", "biz", "me", "ai", "app", "dev", "tv", "online",
-];
-/// Single words before a spoken "at" that are ordinary speech, not a local
-/// part ("I'm at amazon dot com", "it is at example dot com").
-const NOT_LOCAL: &[&str] = &[
-    "i",
-    "m",
-    "s",
-    "me",
-    "is",
-    "am",
-    "are",
-    "was",
-    "were",
-    "be",
-    "been",
-    "it",
-    "that",
-    "this",
-    "here",
-    "there",
-    "them",
-    "him",
-    "her",
-    "us",
-    "you",
-    "we",
-    "they",
-    "and",
-    "or",
-    "but",
-    "so",
-    "just",
-    "only",
-    "also",
-    "even",
-    "still",
-    "now",
-    "then",
-    "look",
-    "looked",
-    "looking",
-    "go",
-    "went",
-    "shop",
-    "shopped",
-    "bought",
-    "ordered",
-    "order",
-    "online",
-    "website",
-    "site",
-    "page",
-    "email",
-    "mail",
-    "address",
-    "reach",
-    "contact",
-    "find",
-    "found",
-    "visit",
-    "check",
-    "log",
-    "logged",
-    "sign",
-    "signed",
-    "registered",
-    "available",
-    "listed",
-    "work",
-    "live",
-    "stay",
-    "arrived",
-    "both",
-    "all",
-    "anything",
-    "something",
-    "everything",
-    "one",
-];
+static SPOKEN_JOINERS: LazyLock<Vec<&str>> =
+    LazyLock::new(|| words::list(include_str!("words/spoken_joiners.txt")).collect());
+/// TLDs accepted after a *spoken* "at".
+static SPOKEN_TLDS: LazyLock<Vec<&str>> =
+    LazyLock::new(|| words::list(include_str!("words/spoken_tlds.txt")).collect());
+/// Single words before a spoken "at" that are ordinary speech.
+static NOT_LOCAL: LazyLock<Vec<&str>> =
+    LazyLock::new(|| words::list(include_str!("words/not_local.txt")).collect());
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -449,7 +376,7 @@ impl<'a> Scanner<'a> {
         let mut parts = 1;
         for _ in 0..MAX_WALK {
             if start >= 2
-                && self.word_in(start - 1, SPOKEN_JOINERS)
+                && self.word_in(start - 1, &SPOKEN_JOINERS)
                 && self.free(start - 1)
                 && self.alnum(start - 2)
             {
@@ -606,7 +533,7 @@ impl<'a> Scanner<'a> {
                 let d = if self.kind(i + 1) == Some(Kind::Num) && self.s(i + 1).len() == 1 {
                     self.s(i + 1).as_bytes()[0] - b'0'
                 } else if self.kind(i + 1) == Some(Kind::Word) {
-                    digit_word(&self.s(i + 1).to_ascii_lowercase())?
+                    words::digit(&self.s(i + 1).to_ascii_lowercase())?
                 } else {
                     return None;
                 };
@@ -615,7 +542,7 @@ impl<'a> Scanner<'a> {
                 }
                 (d, n, i + 1)
             }
-            _ => (digit_word(&w)?, 1, i),
+            _ => (words::digit(&w)?, 1, i),
         };
         let item = Item {
             start: self.toks[i].start,
@@ -847,22 +774,6 @@ impl<'a> Scanner<'a> {
             g += take;
         }
     }
-}
-
-fn digit_word(w: &str) -> Option<u8> {
-    Some(match w {
-        "zero" | "oh" | "o" | "nought" => 0,
-        "one" => 1,
-        "two" => 2,
-        "three" => 3,
-        "four" => 4,
-        "five" => 5,
-        "six" => 6,
-        "seven" => 7,
-        "eight" => 8,
-        "nine" | "niner" => 9,
-        _ => return None,
-    })
 }
 
 /// The Luhn (mod 10) check every payment card number passes.

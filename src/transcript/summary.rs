@@ -26,12 +26,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
-use std::sync::OnceLock;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
 use crate::asr::live::FinalSegment;
 use crate::media::Track;
+use crate::transcript::words;
 
 /// Most key sentences in a summary (fewer for short calls).
 pub const MAX_KEY_SENTENCES: usize = 5;
@@ -300,10 +301,8 @@ fn is_closer(c: char) -> bool {
 }
 
 /// Abbreviations whose '.' does not end a sentence.
-const ABBREVIATIONS: &[&str] = &[
-    "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "a.m", "p.m",
-    "approx", "dept", "inc", "ltd",
-];
+static ABBREVIATIONS: LazyLock<Vec<&str>> =
+    LazyLock::new(|| words::list(include_str!("words/abbreviations.txt")).collect());
 
 /// Splits text into sentences at `.` `?` `!` (and `…` `。` `？` `！`) followed
 /// by a space or the end. A '.' followed by a lowercase word, or after a
@@ -408,25 +407,8 @@ fn flush(cur: &mut String, out: &mut Vec<String>) {
 
 /// Fillers that carry nothing and get between the words of a pattern
 /// ("I just really need…").
-const FILLERS: &[&str] = &[
-    "um",
-    "umm",
-    "uh",
-    "uhh",
-    "uhm",
-    "er",
-    "erm",
-    "hmm",
-    "mm",
-    "mhm",
-    "ah",
-    "just",
-    "really",
-    "actually",
-    "basically",
-    "also",
-    "still",
-];
+static FILLERS: LazyLock<Vec<&str>> =
+    LazyLock::new(|| words::list(include_str!("words/fillers.txt")).collect());
 
 /// Expands contractions so patterns see "i am", "can not", "will"; drops
 /// fillers; collapses Whisper's repeated words ("my my my").
@@ -564,57 +546,40 @@ fn has(n: &[String], seq: &[&str]) -> bool {
     positions(n, seq).next().is_some()
 }
 
-const TROUBLE: &str =
-    "problem|problems|question|questions|issue|issues|concern|complaint|query|trouble";
+/// The words of `trouble.txt` as one `a|b|…` slot of a phrase.
+static TROUBLE: LazyLock<String> = LazyLock::new(|| {
+    words::list(include_str!("words/trouble.txt"))
+        .collect::<Vec<_>>()
+        .join("|")
+});
+
+/// A phrase file's phrases, as [`seq_at`] matches them; a `TROUBLE` slot is
+/// any word of `trouble.txt`.
+fn phrases(text: &'static str) -> Vec<Vec<&'static str>> {
+    words::list(text)
+        .map(|phrase| {
+            phrase
+                .split_whitespace()
+                .map(|slot| {
+                    if slot == "TROUBLE" {
+                        TROUBLE.as_str()
+                    } else {
+                        slot
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
 
 /// "I'm calling about…", "I need…", "my X isn't…", "I have a problem…".
 fn states_intent(n: &[String]) -> bool {
-    let subject_phrases: &[&[&str]] = &[
-        &["need"],
-        &["want"],
-        &["wanted"],
-        &["would", "like"],
-        &["am|was", "trying|hoping|wondering|looking"],
-        &["have", "been", "trying|having"],
-        &["am|are|was|were", "having"],
-        &["can|could", "not"],
-        &["am", "unable"],
-        &[
-            "do|did",
-            "not",
-            "understand|receive|get|recognize|recognise",
-        ],
-        &["have", "not", "received|gotten|got"],
-        &["never", "received|got"],
-        &["have|got", "a|an|some|another", TROUBLE],
-        &["have", "got", "a|an|some|another", TROUBLE],
-        &["have|was|got", "been", "charged|billed"],
-        &[
-            "was|were|got",
-            "charged|billed|overcharged|disconnected|locked",
-        ],
-    ];
-    let phrases: &[&[&str]] = &[
-        &["not", "working"],
-        &["stopped", "working"],
-        &["does|do|is", "not", "work"],
-        &["there", "is", "a|an", TROUBLE],
-        &[TROUBLE, "with|about|regarding"],
-        &["double", "charged"],
-        &["quick", "question"],
-        &["help", "me", "with"],
-    ];
-    const ABOUT: &[&str] = &[
-        "about",
-        "because",
-        "cause",
-        "to",
-        "regarding",
-        "re",
-        "for",
-        "since",
-        "in",
-    ];
+    static SUBJECT_PHRASES: LazyLock<Vec<Vec<&str>>> =
+        LazyLock::new(|| phrases(include_str!("words/intent_after_subject.txt")));
+    static PHRASES: LazyLock<Vec<Vec<&str>>> =
+        LazyLock::new(|| phrases(include_str!("words/intent_phrases.txt")));
+    static ABOUT: LazyLock<Vec<&str>> =
+        LazyLock::new(|| words::list(include_str!("words/calling_about.txt")).collect());
     // "The reason I'm calling is…"
     let reason = n.iter().position(|w| w == "reason");
     for (i, w) in n.iter().enumerate() {
@@ -623,7 +588,7 @@ fn states_intent(n: &[String]) -> bool {
                 let next = n.get(i + 1).map_or("", String::as_str);
                 ABOUT.contains(&next) || reason.is_some_and(|r| r < i)
             }
-            "i" | "we" => subject_phrases.iter().any(|p| seq_at(n, i + 1, p)),
+            "i" | "we" => SUBJECT_PHRASES.iter().any(|p| seq_at(n, i + 1, p)),
             "my" | "our" => my_thing_is(n, i),
             _ => false,
         };
@@ -631,22 +596,18 @@ fn states_intent(n: &[String]) -> bool {
             return true;
         }
     }
-    phrases.iter().any(|p| has(n, p))
+    PHRASES.iter().any(|p| has(n, p))
 }
 
 /// Words after "my" that introduce identification, not a problem ("my name
 /// is…", "my account number is…").
-const IDENTITY: &[&str] = &[
-    "name", "number", "email", "mail", "address", "zip", "postcode", "birthday", "birth", "dob",
-    "social", "ssn", "pin", "username",
-];
+static IDENTITY: LazyLock<Vec<&str>> =
+    LazyLock::new(|| words::list(include_str!("words/identity.txt")).collect());
 
 /// "my <thing> is/isn't/has/keeps/stopped…" with a non-identity thing.
 fn my_thing_is(n: &[String], my: usize) -> bool {
-    const VERBS: &[&str] = &[
-        "is", "was", "are", "were", "has", "have", "had", "keeps", "kept", "stopped", "will",
-        "does", "did", "got", "never", "can", "could", "seems", "went", "broke", "won",
-    ];
+    static VERBS: LazyLock<Vec<&str>> =
+        LazyLock::new(|| words::list(include_str!("words/my_thing_verbs.txt")).collect());
     let lex = lexicon();
     for k in 1..=3 {
         let Some(w) = n.get(my + k) else { return false };
@@ -663,22 +624,8 @@ fn my_thing_is(n: &[String], my: usize) -> bool {
 /// Greeting and identification boilerplate: "Thank you for calling Acme,
 /// my name is Sarah", "Hi, this is John Smith".
 fn is_introduction(n: &[String]) -> bool {
-    const GREETING: &[&str] = &[
-        "hi",
-        "hello",
-        "hey",
-        "good",
-        "morning",
-        "afternoon",
-        "evening",
-        "yes",
-        "yeah",
-        "ok",
-        "okay",
-        "oh",
-        "well",
-        "so",
-    ];
+    static GREETING: LazyLock<Vec<&str>> =
+        LazyLock::new(|| words::list(include_str!("words/greetings.txt")).collect());
     let from = n
         .iter()
         .position(|w| !GREETING.contains(&w.as_str()))
@@ -744,19 +691,9 @@ fn is_action(s: &Sentence) -> bool {
         || has(n, &["you", "will", "need|have", "to"])
         || has(n, &["make", "sure"]);
     // Follow-up words count in statements that are not negated.
-    let follow_up = [
-        &["follow", "up"][..],
-        &["followup"],
-        &["call", "back"],
-        &["call", "you|me|us|them|him|her", "back"],
-        &["callback"],
-        &["send"],
-        &["schedule"],
-        &["reschedule"],
-    ]
-    .iter()
-    .flat_map(|p| positions(n, p))
-    .any(|i| {
+    static FOLLOW_UP: LazyLock<Vec<Vec<&str>>> =
+        LazyLock::new(|| phrases(include_str!("words/follow_up.txt")));
+    let follow_up = FOLLOW_UP.iter().flat_map(|p| positions(n, p)).any(|i| {
         !n[i.saturating_sub(2)..i]
             .iter()
             .any(|w| w == "not" || w == "never")
@@ -989,329 +926,12 @@ impl Lexicon {
 }
 
 fn lexicon() -> &'static Lexicon {
-    static LEXICON: OnceLock<Lexicon> = OnceLock::new();
-    LEXICON.get_or_init(|| Lexicon {
-        stop: STOPWORDS.iter().copied().collect(),
-        generic: GENERIC.iter().copied().collect(),
-    })
+    static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| Lexicon {
+        stop: words::list(include_str!("words/stopwords.txt")).collect(),
+        generic: words::list(include_str!("words/generic.txt")).collect(),
+    });
+    &LEXICON
 }
-
-/// English function words plus the conversational glue of support calls.
-const STOPWORDS: &[&str] = &[
-    "a",
-    "about",
-    "above",
-    "after",
-    "again",
-    "against",
-    "all",
-    "am",
-    "an",
-    "and",
-    "any",
-    "are",
-    "as",
-    "at",
-    "be",
-    "because",
-    "been",
-    "before",
-    "being",
-    "below",
-    "between",
-    "both",
-    "but",
-    "by",
-    "can",
-    "could",
-    "did",
-    "do",
-    "does",
-    "doing",
-    "down",
-    "during",
-    "each",
-    "few",
-    "for",
-    "from",
-    "further",
-    "had",
-    "has",
-    "have",
-    "having",
-    "he",
-    "her",
-    "here",
-    "hers",
-    "herself",
-    "him",
-    "himself",
-    "his",
-    "how",
-    "i",
-    "if",
-    "in",
-    "into",
-    "is",
-    "it",
-    "its",
-    "itself",
-    "me",
-    "more",
-    "most",
-    "my",
-    "myself",
-    "no",
-    "nor",
-    "not",
-    "now",
-    "of",
-    "off",
-    "on",
-    "once",
-    "only",
-    "or",
-    "other",
-    "our",
-    "ours",
-    "ourselves",
-    "out",
-    "over",
-    "own",
-    "same",
-    "she",
-    "should",
-    "so",
-    "some",
-    "such",
-    "than",
-    "that",
-    "the",
-    "their",
-    "theirs",
-    "them",
-    "themselves",
-    "then",
-    "there",
-    "these",
-    "they",
-    "this",
-    "those",
-    "through",
-    "to",
-    "too",
-    "under",
-    "until",
-    "up",
-    "very",
-    "was",
-    "we",
-    "were",
-    "what",
-    "when",
-    "where",
-    "which",
-    "while",
-    "who",
-    "whom",
-    "why",
-    "will",
-    "with",
-    "would",
-    "you",
-    "your",
-    "yours",
-    "yourself",
-    "yourselves",
-    "shall",
-    "may",
-    "might",
-    "must",
-    "us",
-    "let",
-    "since",
-    "ever",
-    "never",
-    "yet",
-    "already",
-    "maybe",
-    "also",
-    "else",
-    "just",
-    "much",
-    "many",
-    "lot",
-    "lots",
-    "every",
-    "another",
-    "able",
-    "via",
-    "per",
-    "yes",
-    "yeah",
-    "yep",
-    "yup",
-    "nope",
-    "okay",
-    "ok",
-    "oh",
-    "hi",
-    "hello",
-    "hey",
-    "bye",
-    "goodbye",
-    "thanks",
-    "thank",
-    "please",
-    "sorry",
-    "sure",
-    "right",
-    "well",
-    "alright",
-    "like",
-    "really",
-    "actually",
-    "basically",
-    "probably",
-    "definitely",
-    "absolutely",
-    "exactly",
-    "perfect",
-    "great",
-    "good",
-    "fine",
-    "nice",
-    "wonderful",
-    "awesome",
-    "cool",
-    "welcome",
-    "got",
-    "get",
-    "gets",
-    "getting",
-    "go",
-    "goes",
-    "going",
-    "gone",
-    "went",
-    "come",
-    "came",
-    "know",
-    "think",
-    "see",
-    "say",
-    "said",
-    "says",
-    "tell",
-    "told",
-    "want",
-    "wanted",
-    "need",
-    "needed",
-    "make",
-    "made",
-    "take",
-    "took",
-    "give",
-    "gave",
-    "look",
-    "looking",
-    "try",
-    "trying",
-    "tried",
-    "help",
-    "call",
-    "calling",
-    "called",
-    "hear",
-    "heard",
-    "mean",
-    "means",
-    "thing",
-    "things",
-    "something",
-    "anything",
-    "nothing",
-    "everything",
-    "someone",
-    "anyone",
-    "way",
-    "kind",
-    "sort",
-    "bit",
-    "today",
-    "day",
-    "moment",
-    "minute",
-    "second",
-    "sir",
-    "ma'am",
-    "maam",
-    "mr",
-    "mrs",
-    "ms",
-    "name",
-    "hold",
-    "happy",
-    "glad",
-    "afraid",
-    "anyway",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "zero",
-    "first",
-    "last",
-    "next",
-    "back",
-    "even",
-    "again",
-    "around",
-    "still",
-    "though",
-    "although",
-    "however",
-    "there's",
-    "gonna",
-    "wanna",
-    "gotta",
-    "um",
-    "uh",
-];
-
-/// Content words that appear in most calls.
-const GENERIC: &[&str] = &[
-    "time",
-    "tomorrow",
-    "morning",
-    "afternoon",
-    "evening",
-    "tonight",
-    "yesterday",
-    "week",
-    "month",
-    "year",
-    "hour",
-    "number",
-    "account",
-    "customer",
-    "information",
-    "problem",
-    "issue",
-    "question",
-    "work",
-    "working",
-    "use",
-    "using",
-    "new",
-];
 
 #[cfg(test)]
 mod tests {
