@@ -36,9 +36,9 @@ pub fn looks_degenerate(text: &str, audio_ms: u64, hit_token_cap: bool) -> bool 
     if words.len() >= 6 && per_second > 6.0 {
         return true;
     }
-    // Blanks kept here but not in `words`: a lone "—" or "..." counts as a
-    // change too, and such a decode is redone with the full window.
-    if words_key(&collapse_repeats(text), Blanks::Keep) != words {
+    // Collapsing changed the words: a loop. (A lone "—" or "..." is no
+    // word on either side, so it costs no full-window retry.)
+    if words_key(&collapse_repeats(text), Blanks::Skip) != words {
         return true;
     }
     let mut distinct = words.clone();
@@ -219,6 +219,12 @@ mod tests {
             "ran into the token cap"
         );
         assert!(!looks_degenerate("Front left.", 1_500, false));
+        // A dash or an ellipsis is punctuation, not a changed word.
+        assert!(!looks_degenerate(
+            "Your call is important — please hold ... thank you.",
+            4_000,
+            false
+        ));
         assert!(!looks_degenerate(
             "Please check the number and dial again.",
             2_600,
