@@ -69,6 +69,10 @@ impl TwilioProvider {
         let http = reqwest::Client::builder()
             .user_agent(concat!("callstream/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(request_timeout)
+            // Look-ups of unannounced calls come in bursts: keep a few
+            // connections warm, not one per concurrent stream.
+            .pool_max_idle_per_host(8)
+            .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| ProviderError::Transport(error_chain(&e)))?;
         Ok(Self {
