@@ -415,4 +415,19 @@ mod tests {
         assert!(UrlSigner::load_or_create(&path).is_err());
         assert!(!format!("{rotated:?}").contains("0123456789abcdef"));
     }
+
+    #[test]
+    fn link_parameters_are_all_needed_once() {
+        let ok = "tenant=t&expires=10&key_id=k&signature=ab";
+        assert_eq!(LinkParams::parse(Some(ok)).unwrap().expires, 10);
+        for q in [
+            "tenant=t&expires=10&key_id=k",
+            "tenant=t&expires=x&key_id=k&signature=ab",
+            "tenant=t&expires=10&key_id=k&signature=ab&tenant=u",
+            "",
+        ] {
+            assert!(LinkParams::parse(Some(q)).is_none(), "{q}");
+        }
+        assert!(LinkParams::parse(None).is_none());
+    }
 }
